@@ -1,0 +1,3 @@
+"""cryptovol shared core."""
+
+__version__ = "0.1.0"
