@@ -1,0 +1,390 @@
+"""Model artifacts: the contract between training and the prediction API.
+
+An artifact is a folder ``models/artifacts/<name>/`` holding one model file and
+``metadata.json``::
+
+    models/artifacts/random_forest/
+        metadata.json      ArtifactMetadata (below), written last
+        model.skops        the fitted scikit-learn estimator (skops format)
+    models/artifacts/baseline/
+        metadata.json
+        rule.json          the z-score rule (a few numbers, no code)
+
+Which folder a service loads (``MODEL_VARIANT`` / ``MODEL_VERSION``):
+``artifact_dir(models_dir, "baseline", ...)`` is ``models_dir/baseline``;
+``artifact_dir(models_dir, "ml", "random_forest")`` is ``models_dir/random_forest``.
+
+Use::
+
+    art = load_artifact(Path("models/artifacts/random_forest"))   # ArtifactError if unusable
+    art.metadata.features      # feature names, in the column order score() expects
+    art.metadata.threshold     # decision threshold chosen on validation data
+    art.metadata.imputation    # value per feature for rows that omit it
+    X, imputed = art.matrix(rows)          # rows: list of {feature: value}; imputed: names per row
+    p = art.score(X)           # float64 array of shape (n,), probabilities in [0, 1]
+    flags = p >= art.metadata.threshold
+
+Loading verifies the model file's SHA-256 against the metadata *before*
+deserialising anything, and skops files are loaded only if every type they
+reference is on an allow-list, so a tampered or foreign file is refused
+instead of executed.
+
+Formats:
+
+- ``skops``: any scikit-learn classifier with ``predict_proba``; the score is the
+  probability of the positive class.
+- ``json-rule``: the z-score baseline. ``rule.json`` is
+  ``{"kind": "zscore", "feature": F, "log": bool, "center": C, "scale": S, "eps": e}``
+  where ``C`` and ``S`` are each a number or ``{"feature": name}``. With
+  ``x = log(value(F) + eps)`` if ``log`` else ``value(F)``, the rule scores
+  ``z = (x - C) / S`` and maps it to ``Phi(z)``, the standard normal CDF. A
+  feature used as ``C`` goes through the same log transform as ``F``; ``S`` is
+  used as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+METADATA_FILE = "metadata.json"
+SKOPS_FILE = "model.skops"
+RULE_FILE = "rule.json"
+BASELINE_NAME = "baseline"
+DEFAULT_MODEL_NAME = "random_forest"
+DEFAULT_MODELS_DIR = Path("models/artifacts")
+ARTIFACT_SCHEMA_VERSION = 1
+
+Variant = Literal["ml", "baseline"]
+Format = Literal["skops", "json-rule"]
+
+# Types a skops file may reference beyond skops' own defaults. Everything else is refused.
+TRUSTED_SKOPS_TYPES = frozenset({"sklearn.tree._tree.Tree"})
+TRUSTED_SKOPS_PREFIXES = ("sklearn.",)
+
+
+class ArtifactError(Exception):
+    """An artifact folder that cannot be served (missing, corrupt, tampered, unloadable)."""
+
+
+class ArtifactMetadata(BaseModel):
+    """``metadata.json`` of an artifact. Unknown keys are kept (forward compatible)."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    schema_version: int = ARTIFACT_SCHEMA_VERSION
+    name: str = Field(description="folder name, e.g. random_forest, logistic_regression, baseline")
+    version: str = Field(description="e.g. v1.0-random_forest")
+    variant: Variant
+    model_type: str = Field(description="e.g. RandomForestClassifier, zscore-rule")
+    format: Format
+    model_file: str = Field(description="file name inside the artifact folder")
+    sha256: str = Field(description="hex SHA-256 of the model file")
+    features: list[str] = Field(min_length=1, description="input columns, in order")
+    threshold: float = Field(ge=0.0, le=1.0, description="decision threshold on the score")
+    imputation: dict[str, float] = Field(
+        default_factory=dict, description="value used for a feature a request omits"
+    )
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training_data_fingerprint: str = ""
+    created_at: datetime
+    label: dict[str, Any] = Field(default_factory=dict, description="label configuration")
+    git_sha: str | None = None
+    description: str = ""
+
+    @field_validator("features")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("feature names must be unique")
+        return value
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def artifact_dir(models_dir: Path | str, variant: str, version: str = DEFAULT_MODEL_NAME) -> Path:
+    """The folder a service loads for ``MODEL_VARIANT`` / ``MODEL_VERSION``."""
+    if variant == "baseline":
+        return Path(models_dir) / BASELINE_NAME
+    if variant == "ml":
+        if not version or "/" in version or version.startswith("."):
+            raise ArtifactError(f"invalid model version {version!r}")
+        return Path(models_dir) / version
+    raise ArtifactError(f"unknown model variant {variant!r} (expected 'ml' or 'baseline')")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- the z-score rule -------------------------------------------------------------
+
+
+def _normal_cdf(z: np.ndarray) -> np.ndarray:
+    try:  # scipy comes with scikit-learn; the fallback keeps this module dependency-light
+        from scipy.special import ndtr
+    except ImportError:  # pragma: no cover
+        erf = np.vectorize(math.erf, otypes=[float])
+        return 0.5 * (1.0 + erf(z / math.sqrt(2.0)))
+    return ndtr(z)
+
+
+@dataclass(frozen=True)
+class ZScoreRule:
+    """``Phi((x - center) / scale)`` with ``x = log(value + eps)`` or the raw value."""
+
+    feature: str
+    center: float | str
+    scale: float | str
+    log: bool = True
+    eps: float = 1e-12
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ZScoreRule:
+        if raw.get("kind") != "zscore":
+            raise ValueError(f"unknown rule kind {raw.get('kind')!r}")
+
+        def operand(value: Any) -> float | str:
+            if isinstance(value, Mapping):
+                return str(value["feature"])
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError("rule constants must be finite")
+            return number
+
+        return cls(
+            feature=str(raw["feature"]), center=operand(raw["center"]),
+            scale=operand(raw["scale"]), log=bool(raw.get("log", True)),
+            eps=float(raw.get("eps", 1e-12)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        def operand(value: float | str) -> Any:
+            return {"feature": value} if isinstance(value, str) else value
+
+        return {"kind": "zscore", "feature": self.feature, "log": self.log,
+                "center": operand(self.center), "scale": operand(self.scale), "eps": self.eps}
+
+    def inputs(self) -> list[str]:
+        names = [self.feature] + [v for v in (self.center, self.scale) if isinstance(v, str)]
+        return list(dict.fromkeys(names))
+
+    def _transform(self, values: np.ndarray) -> np.ndarray:
+        if not self.log:
+            return values
+        return np.log(np.maximum(values, 0.0) + self.eps)
+
+    def score(self, X: np.ndarray, features: Sequence[str]) -> np.ndarray:
+        column = {name: i for i, name in enumerate(features)}
+
+        def operand(value: float | str, transform: bool) -> np.ndarray | float:
+            if isinstance(value, str):
+                col = X[:, column[value]]
+                return self._transform(col) if transform else col
+            return value
+
+        x = self._transform(X[:, column[self.feature]])
+        center = operand(self.center, transform=True)
+        scale = np.maximum(operand(self.scale, transform=False), 1e-12)
+        z = (x - center) / scale
+        return _normal_cdf(np.nan_to_num(z, nan=0.0, posinf=40.0, neginf=-40.0))
+
+
+# --- loading ------------------------------------------------------------------------
+
+
+@dataclass
+class Artifact:
+    """A loaded, verified artifact. ``score`` is vectorised and thread-safe for reads."""
+
+    metadata: ArtifactMetadata
+    folder: Path
+    model: Any = field(repr=False)
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / self.metadata.model_file
+
+    def matrix(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """Rows of ``{feature: value}`` as the model's input matrix. A feature a row
+        omits (or gives as ``None``) takes its imputation value, or 0.0 if the
+        artifact stores none; the second result names the imputed features per row.
+        Keys that are not model features are ignored."""
+        features = self.metadata.features
+        fill = [float(self.metadata.imputation.get(name, 0.0)) for name in features]
+        X = np.empty((len(rows), len(features)), dtype=np.float64)
+        imputed: list[list[str]] = []
+        for i, row in enumerate(rows):
+            missing: list[str] = []
+            for j, name in enumerate(features):
+                value = row.get(name)
+                if value is None:
+                    X[i, j] = fill[j]
+                    missing.append(name)
+                else:
+                    X[i, j] = float(value)
+            imputed.append(missing)
+        return X, imputed
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities in [0, 1], one per row of ``X`` (shape ``(n, len(features))``)."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.metadata.features):
+            raise ValueError(
+                f"expected an array of shape (n, {len(self.metadata.features)}), got {X.shape}"
+            )
+        if X.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
+        if isinstance(self.model, ZScoreRule):
+            scores = self.model.score(X, self.metadata.features)
+        else:
+            scores = self.model.predict_proba(X)[:, 1]
+        return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+
+    def flags(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores) >= self.metadata.threshold
+
+
+def read_metadata(folder: Path | str) -> ArtifactMetadata:
+    folder = Path(folder)
+    path = folder / METADATA_FILE
+    if not folder.is_dir():
+        raise ArtifactError(f"artifact folder {folder} does not exist")
+    if not path.is_file():
+        raise ArtifactError(f"artifact folder {folder} has no {METADATA_FILE}")
+    try:
+        return ArtifactMetadata.model_validate_json(path.read_bytes())
+    except (ValidationError, ValueError) as exc:
+        raise ArtifactError(f"invalid {path}: {exc}") from exc
+
+
+def _load_skops(path: Path) -> Any:
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    refused = [
+        t for t in untrusted
+        if t not in TRUSTED_SKOPS_TYPES and not t.startswith(TRUSTED_SKOPS_PREFIXES)
+    ]
+    if refused:
+        raise ArtifactError(f"{path} references types that are not trusted: {refused}")
+    model = sio.load(path, trusted=list(untrusted))
+    if not hasattr(model, "predict_proba"):
+        raise ArtifactError(f"{path} holds a {type(model).__name__} without predict_proba")
+    return model
+
+
+def load_artifact(folder: Path | str) -> Artifact:
+    """Load and verify an artifact folder; raises :class:`ArtifactError` with the reason."""
+    folder = Path(folder)
+    metadata = read_metadata(folder)
+    model_path = folder / metadata.model_file
+    if Path(metadata.model_file).name != metadata.model_file:
+        raise ArtifactError(f"model_file must be a plain file name, got {metadata.model_file!r}")
+    if not model_path.is_file():
+        raise ArtifactError(f"model file {model_path} is missing")
+    actual = file_sha256(model_path)
+    if actual != metadata.sha256.lower():
+        raise ArtifactError(
+            f"checksum mismatch for {model_path}: metadata says {metadata.sha256}, file is {actual}"
+        )
+    try:
+        if metadata.format == "json-rule":
+            model: Any = ZScoreRule.from_dict(json.loads(model_path.read_text()))
+            unknown = [n for n in model.inputs() if n not in metadata.features]
+            if unknown:
+                raise ArtifactError(f"rule uses features not listed in metadata: {unknown}")
+        else:
+            model = _load_skops(model_path)
+            expected = getattr(model, "n_features_in_", len(metadata.features))
+            if expected != len(metadata.features):
+                raise ArtifactError(
+                    f"model expects {expected} features, metadata lists {len(metadata.features)}"
+                )
+    except ArtifactError:
+        raise
+    except Exception as exc:  # any deserialisation failure is a bad artifact, not a crash
+        raise ArtifactError(f"cannot load {model_path}: {type(exc).__name__}: {exc}") from exc
+    return Artifact(metadata=metadata, folder=folder, model=model)
+
+
+# --- saving ---------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_artifact(
+    folder: Path | str,
+    model: Any,
+    *,
+    version: str,
+    variant: Variant,
+    features: Sequence[str],
+    threshold: float,
+    imputation: Mapping[str, float] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    training_data_fingerprint: str = "",
+    model_type: str | None = None,
+    created_at: datetime | None = None,
+    **extra: Any,
+) -> ArtifactMetadata:
+    """Write ``model`` (a fitted classifier, or a :class:`ZScoreRule`) and its
+    metadata into ``folder`` (created if needed; name = folder name). The model
+    file is written first and the metadata last, each atomically, so a reader
+    never sees metadata that points at a half-written file."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, ZScoreRule):
+        fmt, model_file = "json-rule", RULE_FILE
+        payload = (json.dumps(model.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+        model_type = model_type or "zscore-rule"
+    else:
+        import skops.io as sio
+
+        fmt, model_file = "skops", SKOPS_FILE
+        payload = sio.dumps(model)
+        model_type = model_type or type(model).__name__
+    for stale in (SKOPS_FILE, RULE_FILE):
+        if stale != model_file:
+            (folder / stale).unlink(missing_ok=True)
+    _atomic_write(folder / model_file, payload)
+    metadata = ArtifactMetadata(
+        name=folder.name, version=version, variant=variant, model_type=model_type,
+        format=fmt, model_file=model_file, sha256=hashlib.sha256(payload).hexdigest(),
+        features=list(features), threshold=float(threshold),
+        imputation={k: float(v) for k, v in (imputation or {}).items()},
+        metrics=dict(metrics or {}), training_data_fingerprint=training_data_fingerprint,
+        created_at=created_at or datetime.now(UTC), **extra,
+    )
+    text = json.dumps(metadata.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+    _atomic_write(folder / METADATA_FILE, text.encode())
+    return metadata
