@@ -23,7 +23,9 @@ def kafka_broker() -> Iterator[object]:
     points the suite at an existing broker instead."""
     external = os.environ.get("KAFKA_TEST_BOOTSTRAP")
     if external:
-        yield type("ExternalBroker", (), {"bootstrap": external, "port": int(external.rsplit(":", 1)[1])})()
+        yield type(
+            "ExternalBroker", (), {"bootstrap": external, "port": int(external.rsplit(":", 1)[1])}
+        )()
         return
     from cryptovol.broker import LocalBroker
 

@@ -10,6 +10,7 @@ stop it and leave nothing running.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import shutil
@@ -138,10 +139,8 @@ def _port_open(port: int) -> bool:
 
 def _die_with_parent() -> None:
     """Ask Linux to SIGTERM the broker if the Python process that started it dies."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class LocalBroker:
@@ -153,6 +152,7 @@ class LocalBroker:
         self.controller_port = free_port()
         self._own_data = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="cryptovol-kafka-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.heap_mb = heap_mb
         self.process: subprocess.Popen | None = None
         self.log_path = self.data_dir / "broker.log"
