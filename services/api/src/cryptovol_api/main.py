@@ -1,0 +1,38 @@
+"""``cryptovol-api``: serve the prediction API with uvicorn."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import uvicorn
+
+from cryptovol.logs import configure_logging, get_logger
+from cryptovol_api.app import create_app
+from cryptovol_api.settings import ApiSettings
+
+log = get_logger(__name__)
+
+
+def _fastest(module: str, fallback: str) -> str:
+    return module if importlib.util.find_spec(module) else fallback
+
+
+def main() -> None:
+    settings = ApiSettings()
+    configure_logging(settings.service_name, settings.log_level)
+    app = create_app(settings)
+    log.info("listening", extra={"host": settings.api_host, "port": settings.api_port})
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop" if _fastest("uvloop", "") else "asyncio",
+        http="httptools" if _fastest("httptools", "") else "h11",
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The loaded model and everything about it that is computed once at start-up.
+
+``Scorer`` turns a batch of feature dicts into one matrix in the model's own
+feature order, imputes missing values from the artifact's stored imputation
+values, and scores the whole batch in one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryptovol.logs import get_logger
+from cryptovol.schemas import format_ts
+from cryptovol_api.settings import ApiSettings
+
+log = get_logger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model cannot be served; the message says why."""
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    X: np.ndarray
+    imputed: list[list[str]]  # per row, the features filled from imputation values
+    ignored: list[str]  # fields no row needs (not model features), sorted
+
+
+class Scorer:
+    """A verified artifact plus its precomputed feature index and fill vector."""
+
+    def __init__(self, artifact: Any, path: Path) -> None:
+        md = artifact.metadata
+        self.artifact = artifact
+        self.path = path
+        self.name = str(md.name)
+        self.version = str(md.version)
+        self.variant = str(md.variant)
+        self.model_type = str(md.model_type)
+        self.sha256 = str(md.sha256)
+        self.threshold = float(md.threshold)
+        self.features: tuple[str, ...] = tuple(md.features)
+        if not self.features:
+            raise ModelLoadError(f"model at {path} lists no features")
+        if not np.isfinite(self.threshold):
+            raise ModelLoadError(f"model at {path} has a non-finite threshold")
+        # Same rule as ``cryptovol.artifacts.Artifact.matrix``: the stored value,
+        # or 0.0 for a feature the artifact stores none for.
+        imputation = dict(md.imputation or {})
+        self._fill = np.asarray([float(imputation.get(f, 0.0)) for f in self.features], float)
+        if not np.isfinite(self._fill).all():
+            raise ModelLoadError(f"model at {path} has non-finite imputation values")
+        self._feature_set = frozenset(self.features)
+        created = md.created_at
+        self.trained_at = format_ts(created) if hasattr(created, "tzinfo") else str(created)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_name": self.name,
+            "model_version": self.version,
+            "model_variant": self.variant,
+            "model_type": self.model_type,
+            "model_path": str(self.path),
+            "sha256": self.sha256,
+            "trained_at": self.trained_at,
+            "threshold": self.threshold,
+            "features": list(self.features),
+            "imputation": dict(zip(self.features, self._fill.tolist(), strict=True)),
+        }
+
+    def prepare(self, rows: list[dict[str, float | None]]) -> PreparedBatch:
+        feats = self.features
+        # None (and absent keys) become NaN, then take the stored fill value.
+        X = np.array([[row.get(f) for f in feats] for row in rows], dtype=float)
+        missing = np.isnan(X)
+        imputed: list[list[str]]
+        if missing.any():
+            X = np.where(missing, self._fill, X)
+            imputed = []
+            by_mask: dict[bytes, list[str]] = {}
+            empty: list[str] = []
+            for r, has_missing in enumerate(missing.any(axis=1).tolist()):
+                if not has_missing:
+                    imputed.append(empty)
+                    continue
+                key = missing[r].tobytes()
+                names = by_mask.get(key)
+                if names is None:
+                    names = by_mask[key] = [feats[c] for c in np.flatnonzero(missing[r])]
+                imputed.append(names)
+        else:
+            imputed = [[] for _ in rows]
+        ignored = sorted(set().union(*rows) - self._feature_set)
+        return PreparedBatch(X=X, imputed=imputed, ignored=ignored)
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        scores = np.asarray(self.artifact.score(X), dtype=float).reshape(-1)
+        if scores.shape[0] != X.shape[0]:
+            raise RuntimeError(f"model returned {scores.shape[0]} scores for {X.shape[0]} rows")
+        return scores
+
+
+@dataclass
+class ModelState:
+    """What the API serves: a scorer, or the reason there is none."""
+
+    scorer: Scorer | None
+    error: str | None = None
+    requested: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def loaded(self) -> bool:
+        return self.scorer is not None
+
+
+def resolve_model_dir(settings: ApiSettings) -> Path:
+    from cryptovol.artifacts import ArtifactError, artifact_dir
+
+    variant = settings.model_variant.strip().lower()
+    try:
+        return artifact_dir(settings.models_dir, variant, settings.model_version.strip())
+    except ArtifactError as exc:
+        raise ModelLoadError(
+            f"MODEL_VARIANT={settings.model_variant!r} / MODEL_VERSION="
+            f"{settings.model_version!r} do not name a model: {exc}"
+        ) from exc
+
+
+def load_model(settings: ApiSettings, scorer_cls: type[Scorer] = Scorer) -> ModelState:
+    """Load and verify the configured artifact once. Never raises: a missing or
+    corrupt model yields a state with an error message the API serves as 503."""
+    requested = {
+        "model_variant": settings.model_variant,
+        "model_version": settings.model_version,
+        "models_dir": str(settings.models_dir),
+    }
+    try:
+        folder = resolve_model_dir(settings)
+        from cryptovol.artifacts import load_artifact
+
+        try:
+            artifact = load_artifact(folder)
+        except Exception as exc:  # checksum, missing files, unpickling: all the same to callers
+            raise ModelLoadError(f"cannot load model from {folder}: {exc}") from exc
+        scorer = scorer_cls(artifact, folder)
+    except ModelLoadError as exc:
+        log.error("model not loaded; /predict answers 503", extra={"reason": str(exc)})
+        return ModelState(scorer=None, error=str(exc), requested=requested)
+    except Exception as exc:
+        log.exception("model not loaded; /predict answers 503")
+        return ModelState(scorer=None, error=f"cannot load model: {exc!r}", requested=requested)
+    if scorer.variant != settings.model_variant.strip().lower():
+        log.warning(
+            "artifact variant differs from MODEL_VARIANT",
+            extra={"artifact_variant": scorer.variant, "model_variant": settings.model_variant},
+        )
+    log.info(
+        "model loaded",
+        extra={k: v for k, v in scorer.describe().items() if k not in ("features", "imputation")},
+    )
+    return ModelState(scorer=scorer, requested=requested)

@@ -1,0 +1,30 @@
+"""API configuration from environment variables (names as in DESIGN §4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from cryptovol.settings import ServiceSettings
+
+
+class ApiSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", case_sensitive=False, protected_namespaces=()
+    )
+
+    service_name: str = "api"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=0, le=65535)
+    # Kept as plain strings: a wrong value is reported as "model unavailable"
+    # (503, readiness fails) rather than crashing the process.
+    model_variant: str = Field("ml", description="ml | baseline")
+    model_version: str = Field("random_forest", description="artifact folder used when ml")
+    models_dir: Path = Path("models/artifacts")
+    max_rows: int = Field(1000, ge=1, description="rows accepted in one /predict request")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="largest /predict body")
+    kafka_check_interval_s: float = Field(15.0, gt=0)
+    kafka_check_timeout_s: float = Field(2.0, gt=0)
+    git_sha: str = Field("", description="build commit; empty means ask git at start-up")
