@@ -1,0 +1,379 @@
+"""Incremental, per-product windowed features: O(1) amortized work per tick.
+
+Per product the engine keeps the ticks of the current gap-free *segment* that
+can still matter (the longest window plus the tick before it) in flat lists,
+with exact integer prefix sums (see :mod:`cryptovol.features.exact`) of every
+summed quantity. A window is a start index that only moves forward, so a
+window sum is one subtraction of two prefix entries; minima and maxima come
+from monotonic deques. The lists are compacted in chunks, so memory stays
+bounded by the longest window.
+
+Tick acceptance (deterministic, in arrival order per product):
+
+1. a ``record_id`` already held in the product's buffer: dropped (``duplicate``);
+2. older than the last accepted event time by more than ``jump_s``: a
+   backwards clock jump, the state resets and a new segment starts (``jump``);
+3. older by more than ``grace_s``: dropped (``late``);
+4. older by at most ``grace_s``: accepted, its time clamped to the last event
+   time (``out_of_order``);
+5. newer by more than ``gap_s``: the state resets, a new segment starts (``gap``);
+6. otherwise accepted (``ok``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptovol.features.config import FeatureConfig
+from cryptovol.features.exact import INV_SCALE2, SCALE, SCALE_BITS
+from cryptovol.features.names import FEATURE_NAMES, LONGEST_WINDOW_S, RET_WINDOW_S, WINDOWS_S
+from cryptovol.schemas import FeatureRow, RawTick
+
+NAN = math.nan
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+_W_US = tuple(w * 1_000_000 for w in WINDOWS_S)
+_RET_K = WINDOWS_S.index(RET_WINDOW_S)
+_BPV_FACTOR = math.pi / 2
+_PARKINSON = 1.0 / (2.0 * math.sqrt(math.log(2.0)))
+_RATIO_SCALE = tuple(
+    (WINDOWS_S.index(a), math.sqrt(b / a)) for a, b in ((30, 300), (60, 300))
+)
+_COMPACT_MIN = 1024  # drop consumed list heads in chunks of at least this many
+
+# outcomes of the last update (also the metric reasons of dropped ticks)
+OK, OUT_OF_ORDER, GAP, JUMP, FIRST = "ok", "out_of_order", "gap", "jump", "first"
+DUPLICATE, LATE, MALFORMED = "duplicate", "late", "malformed"
+DROPPED = frozenset({DUPLICATE, LATE, MALFORMED})
+
+
+def to_micros(dt: datetime) -> int:
+    """Exact epoch microseconds of an aware (or UTC-naive) datetime."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // _MICRO
+
+
+def from_micros(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def as_feature_dict(values: tuple[float, ...]) -> dict[str, float | None]:
+    """Feature values by name, ``None`` for NaN (JSON has no NaN)."""
+    return {k: (None if v != v else v) for k, v in zip(FEATURE_NAMES, values, strict=True)}
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one accepted tick produced."""
+
+    time_us: int  # event time used by the windows (clamped when out of order)
+    warmup: bool
+    segment: int  # per-product segment counter since the engine started
+    values: tuple[float, ...]  # in FEATURE_NAMES order, NaN where undefined
+
+
+class _Product:
+    """Window state of one product within its current segment."""
+
+    __slots__ = (
+        "base",
+        "c_bp",
+        "c_im",
+        "c_nim",
+        "c_nsp",
+        "c_r",
+        "c_rr",
+        "c_sp",
+        "ids",
+        "last",
+        "mn",
+        "mx",
+        "n",
+        "prev_q",
+        "prices",
+        "rids",
+        "seg_start",
+        "segment",
+        "starts",
+        "times",
+    )
+
+    def __init__(self, segment: int) -> None:
+        self.segment = segment
+        self.seg_start = 0
+        self.last = 0
+        self.n = 0  # index (within the segment) of the next tick
+        self.base = 0  # segment index of element 0 of the lists
+        self.prev_q = 0  # to_fixed(|r|) of the previous tick (0 if none)
+        self.times: list[int] = []
+        self.prices: list[float] = []
+        self.rids: list[str] = []
+        self.ids: set[str] = set()
+        # prefix sums: element j holds the sum over segment indices < base + j
+        self.c_r = [0]  # q(r)                      scale 2**S
+        self.c_rr = [0]  # q(r)**2                  scale 2**2S
+        self.c_bp = [0]  # q(|r_i|) * q(|r_{i-1}|)   scale 2**2S
+        self.c_sp = [0]  # q(spread_bps)             scale 2**S
+        self.c_nsp = [0]  # ticks with a spread
+        self.c_im = [0]  # q(imbalance)              scale 2**S
+        self.c_nim = [0]  # ticks with an imbalance
+        self.starts = [0] * len(WINDOWS_S)  # first segment index inside each window
+        self.mx: list[deque[tuple[int, float]]] = [deque() for _ in WINDOWS_S]
+        self.mn: list[deque[tuple[int, float]]] = [deque() for _ in WINDOWS_S]
+
+    def compact(self) -> None:
+        # keep the tick before the longest window (reference price of its log return)
+        k = self.starts[-1] - 1 - self.base
+        if k < _COMPACT_MIN or k * 2 < len(self.times):
+            return
+        ids = self.ids
+        for rid in self.rids[:k]:
+            ids.discard(rid)
+        for seq in (self.times, self.prices, self.rids, self.c_r, self.c_rr, self.c_bp,
+                    self.c_sp, self.c_nsp, self.c_im, self.c_nim):
+            del seq[:k]
+        self.base += k
+
+
+class FeatureEngine:
+    """Windowed features for any number of products, one tick at a time.
+
+    ``update(tick)`` returns the tick's :class:`~cryptovol.schemas.FeatureRow`,
+    or ``None`` when the tick is dropped; ``last_outcome`` says why (one of
+    ``ok``, ``first``, ``gap``, ``jump``, ``out_of_order``, ``duplicate``,
+    ``late``, ``malformed``).
+    """
+
+    def __init__(self, config: FeatureConfig | None = None) -> None:
+        self.config = config or FeatureConfig()
+        self._gap = self.config.gap_us
+        self._grace = self.config.grace_us
+        self._jump = self.config.jump_us
+        self._products: dict[str, _Product] = {}
+        self._segments: dict[str, int] = {}
+        self.last_outcome: str = OK
+
+    # -- inspection -------------------------------------------------------------
+    def products(self) -> list[str]:
+        return list(self._products)
+
+    def state(self, product_id: str) -> dict[str, object] | None:
+        """A summary of one product's state (for health endpoints and tests)."""
+        st = self._products.get(product_id)
+        if st is None:
+            return None
+        return {
+            "segment": st.segment,
+            "segment_start": from_micros(st.seg_start),
+            "last_event_time": from_micros(st.last),
+            "ticks_in_segment": st.n,
+            "ticks_buffered": len(st.times),
+            "warm": st.last - st.seg_start >= _W_US[-1],
+        }
+
+    def reset(self, product_id: str | None = None) -> None:
+        """Forget one product's windows (or every product's); the next tick of
+        it starts a new segment."""
+        if product_id is None:
+            self._products.clear()
+        else:
+            self._products.pop(product_id, None)
+
+    # -- updates ----------------------------------------------------------------
+    def update(self, tick: RawTick) -> FeatureRow | None:
+        res = self.step(
+            tick.product_id, tick.record_id, to_micros(tick.event_time), tick.price,
+            tick.best_bid, tick.best_ask, tick.best_bid_quantity, tick.best_ask_quantity,
+        )
+        if res is None:
+            return None
+        return FeatureRow.model_construct(
+            record_id=tick.record_id,
+            product_id=tick.product_id,
+            event_time=tick.event_time,
+            receive_time=tick.receive_time,
+            warmup=res.warmup,
+            features=as_feature_dict(res.values),
+        )
+
+    def update_many(self, ticks: Iterable[RawTick]) -> list[FeatureRow]:
+        return [row for row in map(self.update, ticks) if row is not None]
+
+    def _new_segment(self, product_id: str) -> _Product:
+        seg = self._segments.get(product_id, -1) + 1
+        self._segments[product_id] = seg
+        st = _Product(seg)
+        self._products[product_id] = st
+        return st
+
+    def step(
+        self,
+        product_id: str,
+        record_id: str,
+        t: int,
+        price: float,
+        bid: float | None = None,
+        ask: float | None = None,
+        bid_qty: float | None = None,
+        ask_qty: float | None = None,
+    ) -> StepResult | None:
+        """Feed one tick (event time ``t`` in epoch microseconds). Returns ``None``
+        when the tick is dropped (see ``last_outcome``)."""
+        if not (price > 0 and price < math.inf):
+            self.last_outcome = MALFORMED
+            return None
+        st = self._products.get(product_id)
+        outcome = OK
+        if st is None:
+            st = self._new_segment(product_id)
+            outcome = FIRST
+        else:
+            if record_id in st.ids:
+                self.last_outcome = DUPLICATE
+                return None
+            last = st.last
+            if t < last:
+                behind = last - t
+                if behind > self._jump:
+                    st = self._new_segment(product_id)
+                    outcome = JUMP
+                elif behind > self._grace:
+                    self.last_outcome = LATE
+                    return None
+                else:
+                    t = last
+                    outcome = OUT_OF_ORDER
+            elif t - last > self._gap:
+                st = self._new_segment(product_id)
+                outcome = GAP
+        self.last_outcome = outcome
+
+        # ---- append the tick -------------------------------------------------
+        i = st.n
+        times, prices = st.times, st.prices
+        if i == 0:
+            st.seg_start = t
+            dt_prev = NAN
+            q = 0
+            qa = 0
+            bp = 0
+        else:
+            dt_prev = (t - st.last) / 1e6
+            q = int(math.log(price / prices[-1]) * SCALE)
+            qa = q if q >= 0 else -q
+            bp = qa * st.prev_q
+        st.prev_q = qa
+        st.last = t
+        st.n = i + 1
+        times.append(t)
+        prices.append(price)
+        st.rids.append(record_id)
+        st.ids.add(record_id)
+        c_r, c_rr, c_bp = st.c_r, st.c_rr, st.c_bp
+        c_r.append(c_r[-1] + q)
+        c_rr.append(c_rr[-1] + q * q)
+        c_bp.append(c_bp[-1] + bp)
+        c_sp, c_nsp, c_im, c_nim = st.c_sp, st.c_nsp, st.c_im, st.c_nim
+        if bid is not None and ask is not None and 0 < bid < math.inf and 0 < ask < math.inf:
+            c_sp.append(c_sp[-1] + int((ask - bid) / ((ask + bid) * 0.5) * 1e4 * SCALE))
+            c_nsp.append(c_nsp[-1] + 1)
+        else:
+            c_sp.append(c_sp[-1])
+            c_nsp.append(c_nsp[-1])
+        if bid_qty is not None and ask_qty is not None and bid_qty >= 0 and ask_qty >= 0 \
+                and 0 < bid_qty + ask_qty < math.inf:
+            c_im.append(c_im[-1] + int((bid_qty - ask_qty) / (bid_qty + ask_qty) * SCALE))
+            c_nim.append(c_nim[-1] + 1)
+        else:
+            c_im.append(c_im[-1])
+            c_nim.append(c_nim[-1])
+
+        # ---- windows ---------------------------------------------------------
+        base = st.base
+        starts = st.starts
+        entry = (i, price)
+        last_r, last_rr, last_bp = c_r[-1], c_rr[-1], c_bp[-1]
+        last_sp, last_nsp, last_im, last_nim = c_sp[-1], c_nsp[-1], c_im[-1], c_nim[-1]
+        rv: list[float] = []
+        bpv: list[float] = []
+        lr: list[float] = []
+        pk: list[float] = []
+        cnt: list[float] = []
+        spr: list[float] = []
+        imb: list[float] = []
+        ret_mean = ret_std = NAN
+        n_ret_60 = 0
+        for k, w in enumerate(_W_US):
+            s = starts[k]
+            edge = t - w
+            while times[s - base] <= edge:
+                s += 1
+            starts[k] = s
+            j = s - base
+            # max / min of the trade price over [s, i]
+            mx = st.mx[k]
+            while mx and mx[-1][1] <= price:
+                mx.pop()
+            mx.append(entry)
+            while mx[0][0] < s:
+                mx.popleft()
+            mn = st.mn[k]
+            while mn and mn[-1][1] >= price:
+                mn.pop()
+            mn.append(entry)
+            while mn[0][0] < s:
+                mn.popleft()
+            n = i + 1 - s
+            rv.append(math.sqrt(float(last_rr - c_rr[j]) * INV_SCALE2))
+            bpv.append(math.sqrt(_BPV_FACTOR * float(last_bp - c_bp[j]) * INV_SCALE2))
+            lr.append(math.log(price / prices[j - 1 if s else 0]))
+            pk.append(math.log(mx[0][1] / mn[0][1]) * _PARKINSON)
+            cnt.append(float(n))
+            ns = last_nsp - c_nsp[j]
+            spr.append((last_sp - c_sp[j]) / (ns << SCALE_BITS) if ns else NAN)
+            ni = last_nim - c_nim[j]
+            imb.append((last_im - c_im[j]) / (ni << SCALE_BITS) if ni else NAN)
+            if k == _RET_K:
+                n_ret_60 = n if s else n - 1  # the segment's first tick has no return
+                if n_ret_60:
+                    sr = last_r - c_r[j]
+                    ret_mean = sr / (n_ret_60 << SCALE_BITS)
+                    if n_ret_60 > 1:
+                        num = n_ret_60 * (last_rr - c_rr[j]) - sr * sr
+                        ret_std = math.sqrt(num / (n_ret_60 * (n_ret_60 - 1)) * INV_SCALE2)
+        ratios = []
+        for k, scale in _RATIO_SCALE:
+            ratios.append(rv[k] / rv[-1] * scale if rv[-1] > 0 else NAN)
+        if starts[-1] - 1 - base >= _COMPACT_MIN:
+            st.compact()
+        return StepResult(
+            t,
+            t - st.seg_start < _W_US[-1],
+            st.segment,
+            (*rv, *bpv, *lr, *pk, *cnt, *spr, *imb, *ratios, dt_prev, ret_mean, ret_std,
+             float(n_ret_60)),
+        )
+
+
+__all__ = [
+    "DROPPED",
+    "DUPLICATE",
+    "FIRST",
+    "GAP",
+    "JUMP",
+    "LATE",
+    "LONGEST_WINDOW_S",
+    "MALFORMED",
+    "OK",
+    "OUT_OF_ORDER",
+    "FeatureEngine",
+    "StepResult",
+    "as_feature_dict",
+    "from_micros",
+    "to_micros",
+]
