@@ -19,7 +19,9 @@ RULES_FILE = CHART_DIR / "files" / "rules" / "cryptovol-rules.yaml"
 DASHBOARDS_DIR = CHART_DIR / "files" / "dashboards"
 K8S_DIR = REPO_ROOT / "k8s"
 CRDS_DIR = REPO_ROOT.parent / "shared" / "crds"
-TOOLS_BIN = Path(os.environ.get("CRYPTOVOL_TOOLS_BIN", Path.home() / ".cache" / "cryptovol" / "bin"))
+TOOLS_BIN = Path(
+    os.environ.get("CRYPTOVOL_TOOLS_BIN", Path.home() / ".cache" / "cryptovol" / "bin")
+)
 TOOLS_SHARE = TOOLS_BIN.parent / "share"
 INSTALL_HINT = "run `bash tools/install-deploy-tools.sh` (part of `make install`)"
 
@@ -41,11 +43,14 @@ def tool(name: str) -> str:
     pytest.fail(f"`{name}` not found in {TOOLS_BIN} or PATH: {INSTALL_HINT}", pytrace=False)
 
 
-def run(args: list[str], *, check: bool = True, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], *, check: bool = True, timeout: float = 120, **kw: Any
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:
+        command = " ".join(args)
         raise AssertionError(
-            f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            f"{command} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
 
@@ -85,7 +90,9 @@ def container_env(container: dict) -> dict[str, str]:
 def crd_schemas() -> dict[tuple[str, str], dict]:
     """(apiVersion, kind) -> openAPIV3Schema from ../shared/crds; skips when absent."""
     if not CRDS_DIR.is_dir():
-        pytest.skip(f"CRD definitions not available at {CRDS_DIR} (see its README in the shared folder)")
+        pytest.skip(
+            f"CRD definitions not available at {CRDS_DIR} (see its README in the shared folder)"
+        )
     return _crd_schemas()
 
 
@@ -127,7 +134,9 @@ def _k8s_definitions(version: str) -> Any:
     from kubernetes_validate import utils as kv
     from referencing import Registry, Resource
 
-    defs = kv.schema_contents(f"kubernetes-json-schema/v{version}-local-strict/_definitions.json", version)
+    defs = kv.schema_contents(
+        f"kubernetes-json-schema/v{version}-local-strict/_definitions.json", version
+    )
     return Resource.from_contents(defs) @ Registry()
 
 
@@ -157,4 +166,7 @@ def k8s_errors(obj: dict, version: str) -> list[str]:
     where = f"{obj['kind']}/{obj.get('metadata', {}).get('name')} (Kubernetes {version})"
     if validator is None:
         return [f"{where}: no schema for {obj['apiVersion']} {obj['kind']}"]
-    return [f"{where} at {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+    return [
+        f"{where} at {'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(obj)
+    ]

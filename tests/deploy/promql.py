@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-
 from deploytools import DASHBOARDS_DIR, REPO_ROOT, RULES_FILE
 
 METRICS_DOC = REPO_ROOT / "docs" / "metrics.md"
@@ -108,7 +107,9 @@ def recorded_series(expr: str) -> list[str]:
 
 
 def grouping_labels(expr: str) -> set[str]:
-    return {lbl.strip() for group in _GROUPING.findall(expr) for lbl in group.split(",") if lbl.strip()}
+    return {
+        lbl.strip() for group in _GROUPING.findall(expr) for lbl in group.split(",") if lbl.strip()
+    }
 
 
 def contract_violations(item: Expr, metrics: dict[str, Metric], recorded: set[str]) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from deploytools import (
     CHART_DIR,
     REPO_ROOT,
@@ -30,8 +29,15 @@ def _pod_specs(objs: list[dict]) -> dict[str, dict]:
     [
         (),
         ("model.variant=baseline",),
-        ("kafka.cluster.create=true", "api.autoscaling.enabled=true", "networkPolicy.enabled=false"),
-        ("mlflow.externalTrackingUri=http://mlflow.example:5000", "monitoring.dashboards.enabled=false"),
+        (
+            "kafka.cluster.create=true",
+            "api.autoscaling.enabled=true",
+            "networkPolicy.enabled=false",
+        ),
+        (
+            "mlflow.externalTrackingUri=http://mlflow.example:5000",
+            "monitoring.dashboards.enabled=false",
+        ),
     ],
     ids=["defaults", "baseline", "kafka-hpa-no-netpol", "external-mlflow"],
 )
@@ -95,7 +101,9 @@ def test_model_variant_switch_rolls_the_api_pods() -> None:
     for kind in ("Deployment", "ConfigMap", "Service", "NetworkPolicy"):
         for name, obj in by_kind(default, kind).items():
             if (kind, name) != ("Deployment", "cryptovol-api"):
-                assert obj == by_kind(baseline, kind)[name], f"{kind}/{name} changed with model.variant"
+                assert obj == by_kind(baseline, kind)[name], (
+                    f"{kind}/{name} changed with model.variant"
+                )
 
 
 def test_config_change_rolls_pods_through_checksum() -> None:
@@ -126,8 +134,14 @@ def test_service_configuration_contract() -> None:
     assert cms["cryptovol-consumer"]["data"]["API_URL"] == "http://cryptovol-api:8000"
     assert cms["cryptovol-consumer"]["data"]["LOG_PREDICTIONS"] == "true"
     api = cms["cryptovol-api"]["data"]
-    assert (api["API_HOST"], api["API_PORT"], api["MODELS_DIR"]) == ("0.0.0.0", "8000", "/app/models/artifacts")
-    env = container_env(by_kind(objs, "Deployment")["cryptovol-api"]["spec"]["template"]["spec"]["containers"][0])
+    assert (api["API_HOST"], api["API_PORT"], api["MODELS_DIR"]) == (
+        "0.0.0.0",
+        "8000",
+        "/app/models/artifacts",
+    )
+    env = container_env(
+        by_kind(objs, "Deployment")["cryptovol-api"]["spec"]["template"]["spec"]["containers"][0]
+    )
     assert env["MODEL_VERSION"] == "random_forest"
 
 
@@ -166,7 +180,9 @@ def test_ports_and_probes() -> None:
         assert sms[f"cryptovol-{svc}"]["spec"]["endpoints"][0]["port"] == "metrics"
 
 
-@pytest.mark.parametrize("sets", [(), ("kafka.cluster.create=true", "api.autoscaling.enabled=true")])
+@pytest.mark.parametrize(
+    "sets", [(), ("kafka.cluster.create=true", "api.autoscaling.enabled=true")]
+)
 def test_every_pod_is_locked_down(sets: tuple[str, ...]) -> None:
     for name, spec in _pod_specs(render(*sets)).items():
         psc = spec["securityContext"]
@@ -180,7 +196,9 @@ def test_every_pod_is_locked_down(sets: tuple[str, ...]) -> None:
             assert sc["allowPrivilegeEscalation"] is False, name
             assert sc["capabilities"]["drop"] == ["ALL"], name
             assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], name
-            mounts_tmp = mounts_tmp or any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", []))
+            mounts_tmp = mounts_tmp or any(
+                m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])
+            )
             if spec.get("restartPolicy") != "Never":
                 assert {"livenessProbe", "readinessProbe"} <= set(c), name
         if spec.get("restartPolicy") != "Never":
@@ -191,7 +209,11 @@ def test_every_pod_is_locked_down(sets: tuple[str, ...]) -> None:
 
 def test_images_follow_app_version_registry_and_digest() -> None:
     digest = "sha256:" + "ab" * 32
-    objs = render("image.registry=registry.local:5000/team", f"api.image.digest={digest}", "ingest.image.tag=dev1")
+    objs = render(
+        "image.registry=registry.local:5000/team",
+        f"api.image.digest={digest}",
+        "ingest.image.tag=dev1",
+    )
     deps = by_kind(objs, "Deployment")
     image = lambda n: deps[n]["spec"]["template"]["spec"]["containers"][0]["image"]  # noqa: E731
     assert image("cryptovol-api") == f"registry.local:5000/team/cryptovol-api:0.1.0@{digest}"
@@ -200,7 +222,9 @@ def test_images_follow_app_version_registry_and_digest() -> None:
 
 
 def test_optional_objects() -> None:
-    objs = render("kafka.cluster.create=true", "api.autoscaling.enabled=true", "monitoring.release=prom")
+    objs = render(
+        "kafka.cluster.create=true", "api.autoscaling.enabled=true", "monitoring.release=prom"
+    )
     hpa = by_kind(objs, "HorizontalPodAutoscaler")["cryptovol-api"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "cryptovol-api"
     assert "replicas" not in by_kind(objs, "Deployment")["cryptovol-api"]["spec"]
@@ -222,8 +246,19 @@ def test_optional_objects() -> None:
         "tests.enabled=false",
     )
     kinds = {o["kind"] for o in off}
-    assert not kinds & {"NetworkPolicy", "ServiceMonitor", "PrometheusRule", "KafkaTopic", "PersistentVolumeClaim", "Pod"}
-    assert not [c for c in by_kind(off, "ConfigMap").values() if "grafana_dashboard" in c["metadata"]["labels"]]
+    assert not kinds & {
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "KafkaTopic",
+        "PersistentVolumeClaim",
+        "Pod",
+    }
+    assert not [
+        c
+        for c in by_kind(off, "ConfigMap").values()
+        if "grafana_dashboard" in c["metadata"]["labels"]
+    ]
     assert "MLFLOW_TRACKING_URI" not in by_kind(off, "ConfigMap")["cryptovol-api"]["data"]
 
 
@@ -231,16 +266,26 @@ def test_external_mlflow_replaces_the_deployment() -> None:
     objs = render("mlflow.externalTrackingUri=http://mlflow.example:5000")
     assert "cryptovol-mlflow" not in by_kind(objs, "Deployment")
     for svc in SERVICES:
-        assert by_kind(objs, "ConfigMap")[f"cryptovol-{svc}"]["data"]["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"
+        assert (
+            by_kind(objs, "ConfigMap")[f"cryptovol-{svc}"]["data"]["MLFLOW_TRACKING_URI"]
+            == "http://mlflow.example:5000"
+        )
 
 
 def test_dashboards_are_configmaps_for_the_grafana_sidecar() -> None:
-    dashboards = [c for c in by_kind(render(), "ConfigMap").values() if c["metadata"]["labels"].get("grafana_dashboard") == "1"]
-    assert {c["metadata"]["name"] for c in dashboards} == {"cryptovol-dashboard-api", "cryptovol-dashboard-pipeline"}
+    dashboards = [
+        c
+        for c in by_kind(render(), "ConfigMap").values()
+        if c["metadata"]["labels"].get("grafana_dashboard") == "1"
+    ]
+    assert {c["metadata"]["name"] for c in dashboards} == {
+        "cryptovol-dashboard-api",
+        "cryptovol-dashboard-pipeline",
+    }
     import json
 
     for cm in dashboards:
-        (key, body), = cm["data"].items()
+        ((key, body),) = cm["data"].items()
         assert json.loads(body)["uid"] == key.removesuffix(".json")
 
 
@@ -252,7 +297,17 @@ def test_helm_test_hook_calls_health() -> None:
 
 
 def test_notes_print_port_forward_commands() -> None:
-    out = run([tool("helm"), "install", "cryptovol", str(CHART_DIR), "--dry-run=client", "-n", "cryptovol"]).stdout
+    out = run(
+        [
+            tool("helm"),
+            "install",
+            "cryptovol",
+            str(CHART_DIR),
+            "--dry-run=client",
+            "-n",
+            "cryptovol",
+        ]
+    ).stdout
     notes = out.split("NOTES:", 1)[1]
     assert "port-forward svc/cryptovol-api 8000:8000" in notes
     assert "port-forward svc/cryptovol-mlflow 5000:5000" in notes

@@ -9,7 +9,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from deploytools import K8S_DIR, KUBERNETES_VERSIONS, crd_schemas, k8s_errors, render, strict_schema
 
 CRD_GROUPS = ("kafka.strimzi.io/", "monitoring.coreos.com/")
@@ -56,7 +55,11 @@ def test_core_objects_validate_strictly(values: str, version: str) -> None:
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_k8s_dir_core_manifests_validate_strictly(version: str) -> None:
-    objs = [o for o in _k8s_manifests() if not _is_crd_object(o) and not o["apiVersion"].startswith("kind.x-k8s.io")]
+    objs = [
+        o
+        for o in _k8s_manifests()
+        if not _is_crd_object(o) and not o["apiVersion"].startswith("kind.x-k8s.io")
+    ]
     assert objs
     errors = [err for obj in objs for err in k8s_errors(obj, version)]
     assert not errors, "\n".join(errors)
@@ -66,8 +69,9 @@ def _validate_crd_object(obj: dict, schemas: dict) -> list[str]:
     key = (obj["apiVersion"], obj["kind"])
     assert key in schemas, f"no CRD schema for {key}"
     validator = jsonschema.Draft7Validator(strict_schema(schemas[key]))
+    where = f"{obj['kind']}/{obj['metadata']['name']}"
     return [
-        f"{obj['kind']}/{obj['metadata']['name']} at {'/'.join(map(str, e.absolute_path))}: {e.message}"
+        f"{where} at {'/'.join(map(str, e.absolute_path))}: {e.message}"
         for e in validator.iter_errors(obj)
     ]
 
@@ -82,7 +86,11 @@ def test_custom_resources_validate_against_crds(values: str) -> None:
 
 def test_every_crd_kind_is_exercised() -> None:
     schemas = crd_schemas()
-    kinds = {(o["apiVersion"], o["kind"]) for o in render(*VALUE_SETS["everything-on"]) if _is_crd_object(o)}
+    kinds = {
+        (o["apiVersion"], o["kind"])
+        for o in render(*VALUE_SETS["everything-on"])
+        if _is_crd_object(o)
+    }
     kinds |= {(o["apiVersion"], o["kind"]) for o in _k8s_manifests() if _is_crd_object(o)}
     assert kinds == {
         ("kafka.strimzi.io/v1", "Kafka"),

@@ -10,7 +10,6 @@ import tomllib
 import jsonschema
 import pytest
 import yaml
-
 from deploytools import INSTALL_HINT, REPO_ROOT, SERVICES, TOOLS_SHARE, by_kind, render, run
 
 DOCKERFILES = {svc: REPO_ROOT / "services" / svc / "Dockerfile" for svc in SERVICES}
@@ -21,7 +20,9 @@ COMMAND = {**{svc: f"cryptovol-{svc}" for svc in SERVICES}, "training": "cryptov
 
 
 def _version(component: str) -> str:
-    return tomllib.loads((REPO_ROOT / PACKAGE_DIR[component] / "pyproject.toml").read_text())["project"]["version"]
+    return tomllib.loads((REPO_ROOT / PACKAGE_DIR[component] / "pyproject.toml").read_text())[
+        "project"
+    ]["version"]
 
 
 def _stages(text: str) -> list[str]:
@@ -33,7 +34,10 @@ def _stages(text: str) -> list[str]:
 def test_hadolint_clean(component: str) -> None:
     hadolint = REPO_ROOT / ".venv" / "bin" / "hadolint"
     binary = str(hadolint) if hadolint.exists() else "hadolint"
-    proc = run([binary, "--config", str(REPO_ROOT / ".hadolint.yaml"), str(DOCKERFILES[component])], check=False)
+    proc = run(
+        [binary, "--config", str(REPO_ROOT / ".hadolint.yaml"), str(DOCKERFILES[component])],
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -44,7 +48,9 @@ def test_dockerfile_rules(component: str) -> None:
     # pinned slim Python base: an exact patch release, not a floating tag
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
     builder, final = _stages(text)
-    assert builder.startswith("${PYTHON_IMAGE} AS builder") and final.startswith("${PYTHON_IMAGE}\n")
+    assert builder.startswith("${PYTHON_IMAGE} AS builder") and final.startswith(
+        "${PYTHON_IMAGE}\n"
+    )
     pkg = PACKAGE_DIR[component]
     assert "--constraint constraints.txt" in builder and f"./libs/cryptovol ./{pkg}" in builder
     # the final stage gets the venv only: no compilers, no package manager runs
@@ -67,10 +73,18 @@ def test_api_image_carries_the_model_artifacts() -> None:
 
 def test_dockerignore_keeps_what_the_images_need() -> None:
     lines = [
-        ln.strip() for ln in (REPO_ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+        ln.strip()
+        for ln in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
     ]
     assert lines[0] == "*"
-    for needed in ("!constraints.txt", "!libs/cryptovol/", "!services/", "!training/", "!models/artifacts/"):
+    for needed in (
+        "!constraints.txt",
+        "!libs/cryptovol/",
+        "!services/",
+        "!training/",
+        "!models/artifacts/",
+    ):
         assert needed in lines
     assert (REPO_ROOT / "constraints.txt").is_file()
 
@@ -90,10 +104,15 @@ def test_skaffold_yaml_matches_published_schema() -> None:
     config = _skaffold()
     assert config["apiVersion"] == "skaffold/v4beta13"
     validator = jsonschema.Draft7Validator(schema)
-    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(config)]
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(config)
+    ]
     assert not errors, "\n".join(errors)
     # the schema is strict enough to notice a typo
-    bad = {**config, "deploy": {"helm": {"releases": [{"name": "x", "chartPth": "charts/cryptovol"}]}}}
+    bad = {
+        **config,
+        "deploy": {"helm": {"releases": [{"name": "x", "chartPth": "charts/cryptovol"}]}},
+    }
     assert list(validator.iter_errors(bad))
 
 
@@ -107,7 +126,9 @@ def test_skaffold_builds_every_service_and_wires_images_into_the_chart() -> None
         assert (REPO_ROOT / art["docker"]["dockerfile"]) == DOCKERFILES[svc]
         assert art["docker"]["buildArgs"]["VERSION"] == _version(svc)
     (release,) = config["deploy"]["helm"]["releases"]
-    assert (REPO_ROOT / release["chartPath"]).resolve() == (REPO_ROOT / "charts" / "cryptovol").resolve()
+    assert (REPO_ROOT / release["chartPath"]).resolve() == (
+        REPO_ROOT / "charts" / "cryptovol"
+    ).resolve()
     templates = release["setValueTemplates"]
     for svc in SERVICES:
         var = f"cryptovol_{svc}"  # skaffold replaces '-' in image names by '_'
@@ -121,14 +142,27 @@ def test_skaffold_builds_every_service_and_wires_images_into_the_chart() -> None
     local = {}
     for svc in SERVICES:
         var = f"cryptovol_{svc}"
-        pushed |= {f"IMAGE_REPO_{var}": f"reg.local/cryptovol-{svc}", f"IMAGE_TAG_{var}": "abc", f"IMAGE_DIGEST_{var}": digest}
-        local |= {f"IMAGE_REPO_{var}": f"cryptovol-{svc}", f"IMAGE_TAG_{var}": "deadbeef", f"IMAGE_DIGEST_{var}": ""}
+        pushed |= {
+            f"IMAGE_REPO_{var}": f"reg.local/cryptovol-{svc}",
+            f"IMAGE_TAG_{var}": "abc",
+            f"IMAGE_DIGEST_{var}": digest,
+        }
+        local |= {
+            f"IMAGE_REPO_{var}": f"cryptovol-{svc}",
+            f"IMAGE_TAG_{var}": "deadbeef",
+            f"IMAGE_DIGEST_{var}": "",
+        }
     fixed = [f"{k}={v}" for k, v in release["setValues"].items()]
-    for env, expected in ((pushed, "reg.local/cryptovol-{svc}:abc@" + digest), (local, "cryptovol-{svc}:deadbeef")):
+    for env, expected in (
+        (pushed, "reg.local/cryptovol-{svc}:abc@" + digest),
+        (local, "cryptovol-{svc}:deadbeef"),
+    ):
         sets = [f"{key}={_fill(template, env)}" for key, template in templates.items()]
         deployments = by_kind(render(*sets, *fixed), "Deployment")
         for svc in SERVICES:
-            image = deployments[f"cryptovol-{svc}"]["spec"]["template"]["spec"]["containers"][0]["image"]
+            image = deployments[f"cryptovol-{svc}"]["spec"]["template"]["spec"]["containers"][0][
+                "image"
+            ]
             assert image == expected.format(svc=svc)
 
 
@@ -139,7 +173,10 @@ def _fill(template: str, env: dict[str, str]) -> str:
 
 def test_skaffold_port_forwards_and_profiles() -> None:
     config = _skaffold()
-    forwards = {(f["resourceName"], f["namespace"], f["port"], f["localPort"]) for f in config["portForward"]}
+    forwards = {
+        (f["resourceName"], f["namespace"], f["port"], f["localPort"])
+        for f in config["portForward"]
+    }
     assert forwards == {
         ("cryptovol-api", "cryptovol", 8000, 8000),
         ("kube-prometheus-stack-grafana", "monitoring", 80, 3000),
@@ -148,4 +185,13 @@ def test_skaffold_port_forwards_and_profiles() -> None:
     services = by_kind(render(), "Service")
     assert services["cryptovol-api"]["spec"]["ports"][0]["port"] == 8000
     assert services["cryptovol-mlflow"]["spec"]["ports"][0]["port"] == 5000
-    assert {p["name"] for p in config["profiles"]} == {"kind", "minikube"}
+    profiles = {p["name"]: p for p in config["profiles"]}
+    assert set(profiles) == {"kind", "minikube", "baseline"}
+    assert profiles["kind"]["activation"] == [{"kubeContext": "kind-cryptovol"}]
+    # the baseline profile's patch lands on the release's setValues
+    (patch,) = profiles["baseline"]["patches"]
+    assert (
+        patch["path"] == "/deploy/helm/releases/0/setValues/model.variant"
+        and patch["value"] == "baseline"
+    )
+    assert "setValues" in config["deploy"]["helm"]["releases"][0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 
 import yaml
-
 from deploytools import CHART_DIR, K8S_DIR, REPO_ROOT, by_kind, render
 
 
@@ -18,7 +17,11 @@ def _yaml(path: str) -> dict:
 def _make_dry_run(*args: str) -> str:
     proc = subprocess.run(
         ["make", "--no-print-directory", "-n", "-f", "k8s/Makefile.k8s", *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return proc.stdout
 
@@ -31,7 +34,8 @@ def test_kind_cluster_config() -> None:
 
 def test_cluster_up_installs_pinned_operators_and_kafka() -> None:
     out = _make_dry_run("cluster-up")
-    assert "kind create cluster --name cryptovol --config k8s/kind/cluster.yaml --image kindest/node:v1.37.0@sha256:" in out
+    assert "kind create cluster --name cryptovol --config k8s/kind/cluster.yaml" in out
+    assert "--image kindest/node:v1.37.0@sha256:" in out
     assert "oci://quay.io/strimzi-helm/strimzi-kafka-operator --version 1.2.0" in out
     assert "kube-prometheus-stack --version 88.5.3" in out
     assert "-f k8s/monitoring/kube-prometheus-stack-values.yaml" in out
@@ -56,8 +60,12 @@ def test_prometheus_selects_the_charts_monitors_and_rules() -> None:
     for kind in ("ServiceMonitor", "PrometheusRule"):
         for obj in by_kind(objs, kind).values():
             labels = obj["metadata"]["labels"]
-            assert all(labels.get(k) == v for k, v in spec[
-                "serviceMonitorSelector" if kind == "ServiceMonitor" else "ruleSelector"]["matchLabels"].items())
+            assert all(
+                labels.get(k) == v
+                for k, v in spec[
+                    "serviceMonitorSelector" if kind == "ServiceMonitor" else "ruleSelector"
+                ]["matchLabels"].items()
+            )
 
 
 def test_grafana_password_from_secret_and_dashboards_from_sidecar() -> None:
@@ -69,7 +77,11 @@ def test_grafana_password_from_secret_and_dashboards_from_sidecar() -> None:
     assert f"--from-literal={grafana['admin']['passwordKey']}=" in out
     sidecar = grafana["sidecar"]["dashboards"]
     assert sidecar["searchNamespace"] == "ALL"
-    dashboards = [c for c in by_kind(render(), "ConfigMap").values() if sidecar["label"] in c["metadata"]["labels"]]
+    dashboards = [
+        c
+        for c in by_kind(render(), "ConfigMap").values()
+        if sidecar["label"] in c["metadata"]["labels"]
+    ]
     assert dashboards
     for cm in dashboards:
         assert cm["metadata"]["labels"][sidecar["label"]] == sidecar["labelValue"]
@@ -77,7 +89,9 @@ def test_grafana_password_from_secret_and_dashboards_from_sidecar() -> None:
 
 
 def test_namespaces_match_the_chart_and_network_policies() -> None:
-    names = {d["metadata"]["name"] for d in yaml.safe_load_all((K8S_DIR / "namespaces.yaml").read_text())}
+    names = {
+        d["metadata"]["name"] for d in yaml.safe_load_all((K8S_DIR / "namespaces.yaml").read_text())
+    }
     assert names == {"cryptovol", "monitoring", "strimzi"}
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     assert values["networkPolicy"]["prometheusNamespace"] == "monitoring"
@@ -87,7 +101,10 @@ def test_namespaces_match_the_chart_and_network_policies() -> None:
 def test_kafka_manifest_matches_the_chart_and_the_local_broker() -> None:
     from cryptovol.broker import KAFKA_VERSION
 
-    manifests = {d["kind"]: d for d in yaml.safe_load_all((K8S_DIR / "kafka" / "kafka-cluster.yaml").read_text())}
+    manifests = {
+        d["kind"]: d
+        for d in yaml.safe_load_all((K8S_DIR / "kafka" / "kafka-cluster.yaml").read_text())
+    }
     kafka, pool = manifests["Kafka"], manifests["KafkaNodePool"]
     assert kafka["spec"]["kafka"]["version"] == KAFKA_VERSION
     assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from deploytools import REPO_ROOT, RULES_FILE, by_kind, render, run, tool
 from promql import (
     contract_violations,
@@ -53,7 +52,11 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
 
 
 def test_alerts_cover_the_operational_risks() -> None:
-    exprs = {e.origin.removeprefix("alert "): e.expr for e in rule_exprs() if e.origin.startswith("alert ")}
+    exprs = {
+        e.origin.removeprefix("alert "): e.expr
+        for e in rule_exprs()
+        if e.origin.startswith("alert ")
+    }
     joined = " ".join(exprs.values())
     for needle in (
         "cryptovol:api_predict_slow",  # latency SLO burn
@@ -100,9 +103,9 @@ def test_contract_check_notices_wrong_names_and_labels() -> None:
 
     metrics = documented_metrics()
     bad = [
-        Expr("x", 'sum(rate(cryptovol_api_request_total[5m]))'),
+        Expr("x", "sum(rate(cryptovol_api_request_total[5m]))"),
         Expr("x", 'cryptovol_api_model_loaded{variant="ml"}'),
-        Expr("x", 'sum by (product) (rate(cryptovol_ingest_ticks_published_total[5m]))'),
+        Expr("x", "sum by (product) (rate(cryptovol_ingest_ticks_published_total[5m]))"),
         Expr("x", "cryptovol_api_model_loaded_bucket"),
     ]
     for expr in bad:
@@ -124,13 +127,33 @@ def test_dashboard_expressions_parse(tmp_path: Path) -> None:
     [
         ("request rate", ["rate(cryptovol_api_requests_total"]),
         ("error ratio", ['status=~"5.."']),
-        ("latency quantiles vs SLO", ["histogram_quantile(0.5,", "histogram_quantile(0.95,", "histogram_quantile(0.99,", 'le="0.25"']),
+        (
+            "latency quantiles vs SLO",
+            [
+                "histogram_quantile(0.5,",
+                "histogram_quantile(0.95,",
+                "histogram_quantile(0.99,",
+                'le="0.25"',
+            ],
+        ),
         ("score distribution by variant", ["cryptovol_api_score_bucket"]),
-        ("spike rate by variant", ["cryptovol_api_spikes_total", "cryptovol_consumer_spikes_total"]),
+        (
+            "spike rate by variant",
+            ["cryptovol_api_spikes_total", "cryptovol_consumer_spikes_total"],
+        ),
         ("prediction freshness", ["cryptovol_consumer_last_prediction_timestamp_seconds"]),
         ("consumer lag", ["cryptovol_consumer_lag", "cryptovol_featurizer_consumer_lag"]),
-        ("ingest reconnects and gaps", ["cryptovol_ingest_reconnects_total", "cryptovol_ingest_sequence_gaps_total"]),
-        ("featurizer throughput", ["cryptovol_featurizer_rows_emitted_total", "cryptovol_featurizer_ticks_consumed_total"]),
+        (
+            "ingest reconnects and gaps",
+            ["cryptovol_ingest_reconnects_total", "cryptovol_ingest_sequence_gaps_total"],
+        ),
+        (
+            "featurizer throughput",
+            [
+                "cryptovol_featurizer_rows_emitted_total",
+                "cryptovol_featurizer_ticks_consumed_total",
+            ],
+        ),
     ],
 )
 def test_dashboards_show(topic: str, needles: list[str]) -> None:

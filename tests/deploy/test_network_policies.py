@@ -94,8 +94,10 @@ def _port_matches(rule: dict, port: int, target: Endpoint) -> bool:
 def _rules(policies: list[dict], ep: Endpoint, direction: str) -> list[dict] | None:
     """Rules of the policies that select `ep` for a direction; None: not isolated."""
     selecting = [
-        p for p in policies
-        if ep.namespace == NAMESPACE and _selects(p["spec"]["podSelector"], ep.labels)
+        p
+        for p in policies
+        if ep.namespace == NAMESPACE
+        and _selects(p["spec"]["podSelector"], ep.labels)
         and direction.capitalize() in p["spec"]["policyTypes"]
     ]
     if not selecting:
@@ -106,17 +108,17 @@ def _rules(policies: list[dict], ep: Endpoint, direction: str) -> list[dict] | N
 def _allowed(policies: list[dict], src: Endpoint, dst: Endpoint, port: int) -> bool:
     egress = _rules(policies, src, "egress")
     if egress is not None and not any(
-        any(_peer_matches(peer, NAMESPACE, dst) for peer in r.get("to", [])) and _port_matches(r, port, dst)
+        any(_peer_matches(peer, NAMESPACE, dst) for peer in r.get("to", []))
+        and _port_matches(r, port, dst)
         for r in egress
     ):
         return False
     ingress = _rules(policies, dst, "ingress")
-    if ingress is not None and not any(
-        any(_peer_matches(peer, NAMESPACE, src) for peer in r.get("from", [])) and _port_matches(r, port, dst)
+    return ingress is None or any(
+        any(_peer_matches(peer, NAMESPACE, src) for peer in r.get("from", []))
+        and _port_matches(r, port, dst)
         for r in ingress
-    ):
-        return False
-    return True
+    )
 
 
 def _flows(policies: list[dict]) -> set[tuple[str, str, int]]:
@@ -142,9 +144,14 @@ def test_without_mlflow_the_api_has_no_egress_but_dns() -> None:
 
 
 def test_extra_api_clients_can_be_allowed() -> None:
-    policies = list(by_kind(render(
-        "networkPolicy.apiIngressFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=default",
-    ), "NetworkPolicy").values())
+    policies = list(
+        by_kind(
+            render(
+                "networkPolicy.apiIngressFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=default",
+            ),
+            "NetworkPolicy",
+        ).values()
+    )
     assert _flows(policies) == EXPECTED | {("other-namespace", "api", 8000)}
 
 
