@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import uvicorn
 
@@ -20,6 +21,9 @@ def _fastest(module: str, fallback: str) -> str:
 def main() -> None:
     settings = ApiSettings()
     configure_logging(settings.service_name, settings.log_level)
+    # The API talks to Kafka only for the /health probe, which logs state changes
+    # itself; the client library would log every failed attempt as an error.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     app = create_app(settings)
     log.info("listening", extra={"host": settings.api_host, "port": settings.api_port})
     uvicorn.run(
