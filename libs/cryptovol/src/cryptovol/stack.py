@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import tomllib
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SOURCE": source,
                    "PYTHONUNBUFFERED": "1", **spec.env}
             argv = [part.format(source=source, repo=args.repo) for part in spec.command]
-            argv[0] = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
+            # the venv's own commands first, even when it is not on PATH
+            search = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+            argv[0] = shutil.which(argv[0], path=search) or argv[0]
             processes.append(Process(spec, argv, env, COLORS[i % len(COLORS)], printer))
             if not _wait_healthy(processes[-1], stop, say):
                 say(f"{spec.name} did not become healthy; stopping")
@@ -242,7 +245,22 @@ def _wait_healthy(process: Process, stop: threading.Event, say, timeout_s: float
             say(f"{spec.name} healthy")
             return True
         time.sleep(0.5)
+    if not stop.is_set():
+        say(f"{spec.name} not ready after {timeout_s:.0f}s: {_body(spec.health)}")
     return stop.is_set()
+
+
+def _body(url: str | None) -> str:
+    """What a health endpoint says, whatever its status code."""
+    if url is None:
+        return ""
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return response.read().decode(errors="replace")[:500]
+    except urllib.error.HTTPError as error:
+        return error.read().decode(errors="replace")[:500]
+    except OSError as error:
+        return str(error)
 
 
 def _print_urls(specs: list[ServiceSpec], bootstrap: str, say) -> None:
