@@ -77,6 +77,7 @@ class Publisher:
         *,
         producer_factory: Callable[[], Any],
         probe: Callable[[], bool] | None = None,
+        ensure: Callable[[], object] | None = None,
         on_ack: AckHook | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -87,6 +88,7 @@ class Publisher:
         self.queue: queue.Queue[tuple] = queue.Queue(maxsize=settings.queue_size)
         self._producer_factory = producer_factory
         self._probe = probe or self._default_probe
+        self._ensure = ensure or (lambda: ensure_topics(settings, [self.topic]))
         self._on_ack = on_ack
         self._clock = clock
         self.producer: Any = None
@@ -333,7 +335,7 @@ class Publisher:
             if not self._probe():
                 raise OSError(f"no broker answered at {self.settings.bootstrap}")
             if not self._topics_ready:
-                ensure_topics(self.settings, [self.topic])
+                self._ensure()
                 self._topics_ready = True
             self.producer = self._producer_factory()
         except (KafkaError, OSError) as exc:
