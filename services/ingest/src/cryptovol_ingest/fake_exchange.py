@@ -221,7 +221,7 @@ class FakeExchange:
             products = request.get("product_ids") or []
             if (kind not in ("subscribe", "unsubscribe") or channel not in CHANNELS
                     or not isinstance(products, list)
-                    or not all(isinstance(p, str) for p in products)
+                    or not all(isinstance(p, str) and p for p in products)
                     or (channel not in NO_PRODUCTS_NEEDED and not products)):
                 raise ValueError(f"bad subscribe request {request!r}")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
