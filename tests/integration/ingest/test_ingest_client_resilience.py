@@ -4,6 +4,7 @@ messages (real sockets; a collecting sink stands in for Kafka)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptovol.schemas import RawTick
@@ -31,8 +32,8 @@ class Sink:
         return True
 
 
-def run_client(fx: FakeExchange, *, products: list[str] | None = None,
-               until: callable = None, timeout: float = 60,  # type: ignore[valid-type]
+def run_client(fx: FakeExchange, *, until: Callable[[CoinbaseClient], bool],
+               products: list[str] | None = None, timeout: float = 60,
                **overrides: object) -> tuple[Sink, CoinbaseClient]:
     sink, metrics = Sink(), isolated_metrics()
 
