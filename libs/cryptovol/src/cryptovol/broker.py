@@ -253,10 +253,14 @@ class LocalBroker:
 
 
 def _kafka_cluster_id() -> str:
-    """A random cluster id in Kafka's format (base64url of a UUID, no padding)."""
+    """A random cluster id in Kafka's format (base64url of a UUID, no padding). Never one
+    starting with "-": the storage tool would read it as an option and fail."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def main(argv: list[str] | None = None) -> int:
