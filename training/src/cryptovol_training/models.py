@@ -1,0 +1,128 @@
+"""The candidate models and the two baselines.
+
+Every learned model is a plain scikit-learn estimator over the feature row as
+served (``cryptovol.features.FEATURE_NAMES``), so the artifact needs nothing
+but scikit-learn to score. Missing values are filled with the medians of the
+fitting rows before fitting and scoring: the same values the API uses for a
+field a request omits (``metadata.imputation``).
+
+Baselines:
+
+- z-score: ``Phi((log vol_ratio_60_300 - mu) / sigma)``: how unusual the last
+  minute's volatility is against the last five minutes', in standard units of
+  the fitting rows (``mu``, ``sigma``); served as the ``baseline`` variant.
+- persistence: ``RV_60 / tau`` from the label code, as a probability
+  ``r / (1 + r)`` (so 0.5 means "this minute is already at the spike
+  threshold"); it needs ``tau``, which a served feature row does not carry, so
+  it is an evaluation baseline only, with the fixed threshold 0.5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from cryptovol.artifacts import ZScoreRule
+
+ZSCORE_FEATURE = "vol_ratio_60_300"
+PERSISTENCE = "persistence"
+ZSCORE = "baseline"
+PERSISTENCE_THRESHOLD = 0.5
+
+
+def make_logistic_regression(seed: int) -> Any:
+    return Pipeline([
+        ("scale", StandardScaler()),
+        ("clf", LogisticRegression(C=0.05, max_iter=2000, random_state=seed)),
+    ])
+
+
+def make_random_forest(seed: int) -> Any:
+    return RandomForestClassifier(
+        n_estimators=150, min_samples_leaf=100, max_features=0.3, max_depth=10,
+        n_jobs=2, random_state=seed,
+    )
+
+
+def make_gradient_boosting(seed: int) -> Any:
+    return HistGradientBoostingClassifier(
+        max_iter=100, learning_rate=0.05, max_depth=3, min_samples_leaf=200,
+        l2_regularization=1.0, early_stopping=False, random_state=seed,
+    )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    factory: Callable[[int], Any]
+    description: str
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("logistic_regression", make_logistic_regression,
+                  "standardised features, L2 logistic regression (C=0.05)"),
+        ModelSpec("random_forest", make_random_forest,
+                  "150 trees, depth <= 10, >= 100 rows a leaf, 30 % of features a split"),
+        ModelSpec("gradient_boosting", make_gradient_boosting,
+                  "histogram gradient boosting, 100 rounds of depth-3 trees, lr 0.05"),
+    )
+}
+DEFAULT_MODELS: tuple[str, ...] = ("logistic_regression", "random_forest", "gradient_boosting")
+
+
+def imputation_values(X: np.ndarray, features: Sequence[str]) -> dict[str, float]:
+    """Median of each feature over the fitting rows (0.0 where a column has no value)."""
+    values: dict[str, float] = {}
+    for j, name in enumerate(features):
+        column = X[:, j]
+        column = column[np.isfinite(column)]
+        values[name] = float(np.median(column)) if len(column) else 0.0
+    return values
+
+
+def impute(X: np.ndarray, features: Sequence[str], values: dict[str, float]) -> np.ndarray:
+    fill = np.array([values[f] for f in features], dtype=np.float64)
+    return np.where(np.isfinite(X), X, fill)
+
+
+def fit_model(name: str, X: np.ndarray, y: np.ndarray, seed: int) -> Any:
+    return MODEL_SPECS[name].factory(seed).fit(X, y)
+
+
+def fit_zscore(X: np.ndarray, features: Sequence[str]) -> ZScoreRule:
+    """The z-score rule with ``mu``/``sigma`` of log ``vol_ratio_60_300`` on the fitting rows."""
+    x = X[:, list(features).index(ZSCORE_FEATURE)]
+    logs = np.log(np.maximum(x[np.isfinite(x)], 0.0) + 1e-12)
+    mu = float(np.mean(logs)) if len(logs) else 0.0
+    sigma = float(np.std(logs)) if len(logs) > 1 else 1.0
+    return ZScoreRule(feature=ZSCORE_FEATURE, center=mu, scale=max(sigma, 1e-6), log=True)
+
+
+def persistence_probability(ratio: np.ndarray) -> np.ndarray:
+    """``r / (1 + r)`` for ``r = RV_60 / tau`` (monotone, so ranking metrics are those of r)."""
+    r = np.nan_to_num(np.asarray(ratio, dtype=np.float64), nan=0.0, posinf=1e12)
+    r = np.maximum(r, 0.0)
+    return r / (1.0 + r)
+
+
+def feature_importance(model: Any, features: Sequence[str]) -> dict[str, float]:
+    """Impurity importances of forests, |standardised coefficient| of the logistic
+    regression; empty where the model offers neither."""
+    if isinstance(model, Pipeline):
+        model = model[-1]
+    if hasattr(model, "feature_importances_"):
+        values = np.asarray(model.feature_importances_, dtype=np.float64)
+    elif hasattr(model, "coef_"):
+        values = np.abs(np.asarray(model.coef_, dtype=np.float64)).ravel()
+    else:
+        return {}
+    return {f: float(v) for f, v in zip(features, values, strict=True)}
