@@ -45,6 +45,9 @@ class FeatureConfig:
 
     @property
     def rebuild_lookback_s(self) -> float:
-        """How far back a restarted consumer must replay so that its state equals
-        an uninterrupted run's (longest window, plus one gap, plus the grace)."""
-        return LONGEST_WINDOW_S + self.gap_s + self.grace_s
+        """How far back (in event time, before the first tick still to process)
+        a fresh engine must start so that its rows equal an uninterrupted run's:
+        the longest window, two ticks before it (the reference price of the log
+        return and the previous return of bipower variation, each at most one
+        gap apart), and the grace of out-of-order ticks."""
+        return LONGEST_WINDOW_S + 2 * self.gap_s + self.grace_s

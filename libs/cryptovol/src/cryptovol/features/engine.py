@@ -23,13 +23,12 @@ Tick acceptance (deterministic, in arrival order per product):
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from cryptovol.features.config import FeatureConfig
-from cryptovol.features.exact import INV_SCALE2, SCALE, SCALE_BITS
+from cryptovol.features.exact import INV_SCALE, INV_SCALE2, SCALE
 from cryptovol.features.names import FEATURE_NAMES, LONGEST_WINDOW_S, RET_WINDOW_S, WINDOWS_S
 from cryptovol.schemas import FeatureRow, RawTick
 
@@ -40,9 +39,13 @@ _W_US = tuple(w * 1_000_000 for w in WINDOWS_S)
 _RET_K = WINDOWS_S.index(RET_WINDOW_S)
 _BPV_FACTOR = math.pi / 2
 _PARKINSON = 1.0 / (2.0 * math.sqrt(math.log(2.0)))
-_RATIO_SCALE = tuple(
-    (WINDOWS_S.index(a), math.sqrt(b / a)) for a, b in ((30, 300), (60, 300))
-)
+_W_LONG = _W_US[-1]
+_RATIO_30 = math.sqrt(300 / 30)
+_RATIO_60 = math.sqrt(300 / 60)
+_N_FEATURES = len(FEATURE_NAMES)
+_INF = math.inf
+_log = math.log
+_sqrt = math.sqrt
 _COMPACT_MIN = 1024  # drop consumed list heads in chunks of at least this many
 
 # outcomes of the last update (also the metric reasons of dropped ticks)
@@ -67,8 +70,7 @@ def as_feature_dict(values: tuple[float, ...]) -> dict[str, float | None]:
     return {k: (None if v != v else v) for k, v in zip(FEATURE_NAMES, values, strict=True)}
 
 
-@dataclass(frozen=True, slots=True)
-class StepResult:
+class StepResult(NamedTuple):
     """What one accepted tick produced."""
 
     time_us: int  # event time used by the windows (clamped when out of order)
@@ -89,10 +91,13 @@ class _Product:
         "c_r",
         "c_rr",
         "c_sp",
+        "hi",
+        "hi_ptr",
         "ids",
         "last",
-        "mn",
-        "mx",
+        "last_received",
+        "lo",
+        "lo_ptr",
         "n",
         "prev_q",
         "prices",
@@ -107,8 +112,9 @@ class _Product:
         self.segment = segment
         self.seg_start = 0
         self.last = 0
-        self.n = 0  # index (within the segment) of the next tick
-        self.base = 0  # segment index of element 0 of the lists
+        self.last_received = 0
+        self.n = 0  # segment index of the next tick
+        self.base = 0  # segment index of element 0 of the per-tick lists
         self.prev_q = 0  # to_fixed(|r|) of the previous tick (0 if none)
         self.times: list[int] = []
         self.prices: list[float] = []
@@ -122,31 +128,42 @@ class _Product:
         self.c_nsp = [0]  # ticks with a spread
         self.c_im = [0]  # q(imbalance)              scale 2**S
         self.c_nim = [0]  # ticks with an imbalance
-        self.starts = [0] * len(WINDOWS_S)  # first segment index inside each window
-        self.mx: list[deque[tuple[int, float]]] = [deque() for _ in WINDOWS_S]
-        self.mn: list[deque[tuple[int, float]]] = [deque() for _ in WINDOWS_S]
+        self.starts = [0, 0, 0]  # first segment index inside each window
+        # Monotonic stacks of (segment index, price), shared by the nested
+        # windows: each window's maximum (minimum) is the first entry at or after
+        # its pointer.
+        self.hi: list[tuple[int, float]] = []
+        self.lo: list[tuple[int, float]] = []
+        self.hi_ptr = [0, 0, 0]
+        self.lo_ptr = [0, 0, 0]
 
     def compact(self) -> None:
-        # keep the tick before the longest window (reference price of its log return)
+        """Drop list heads no window can reach again (amortized O(1))."""
+        # keep the tick before the longest window: reference of its log return
         k = self.starts[-1] - 1 - self.base
-        if k < _COMPACT_MIN or k * 2 < len(self.times):
-            return
-        ids = self.ids
-        for rid in self.rids[:k]:
-            ids.discard(rid)
-        for seq in (self.times, self.prices, self.rids, self.c_r, self.c_rr, self.c_bp,
-                    self.c_sp, self.c_nsp, self.c_im, self.c_nim):
-            del seq[:k]
-        self.base += k
+        if k >= _COMPACT_MIN and k * 2 >= len(self.times):
+            ids = self.ids
+            for rid in self.rids[:k]:
+                ids.discard(rid)
+            for seq in (self.times, self.prices, self.rids, self.c_r, self.c_rr, self.c_bp,
+                        self.c_sp, self.c_nsp, self.c_im, self.c_nim):
+                del seq[:k]
+            self.base += k
+        for stack, ptr in ((self.hi, self.hi_ptr), (self.lo, self.lo_ptr)):
+            d = ptr[-1]  # the longest window's pointer is the smallest
+            if d >= _COMPACT_MIN and d * 2 >= len(stack):
+                del stack[:d]
+                for k in range(len(ptr)):
+                    ptr[k] -= d
 
 
 class FeatureEngine:
     """Windowed features for any number of products, one tick at a time.
 
     ``update(tick)`` returns the tick's :class:`~cryptovol.schemas.FeatureRow`,
-    or ``None`` when the tick is dropped; ``last_outcome`` says why (one of
-    ``ok``, ``first``, ``gap``, ``jump``, ``out_of_order``, ``duplicate``,
-    ``late``, ``malformed``).
+    or ``None`` when the tick is dropped; ``last_outcome`` says what happened
+    (``first``, ``ok``, ``gap``, ``jump``, ``out_of_order``, or the drop reasons
+    ``duplicate``, ``late``, ``malformed``).
     """
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
@@ -177,8 +194,8 @@ class FeatureEngine:
         }
 
     def reset(self, product_id: str | None = None) -> None:
-        """Forget one product's windows (or every product's); the next tick of
-        it starts a new segment."""
+        """Forget one product's windows (or every product's); its next tick
+        starts a new segment."""
         if product_id is None:
             self._products.clear()
         else:
@@ -186,10 +203,7 @@ class FeatureEngine:
 
     # -- updates ----------------------------------------------------------------
     def update(self, tick: RawTick) -> FeatureRow | None:
-        res = self.step(
-            tick.product_id, tick.record_id, to_micros(tick.event_time), tick.price,
-            tick.best_bid, tick.best_ask, tick.best_bid_quantity, tick.best_ask_quantity,
-        )
+        res = self.step_tick(tick)
         if res is None:
             return None
         return FeatureRow.model_construct(
@@ -203,6 +217,13 @@ class FeatureEngine:
 
     def update_many(self, ticks: Iterable[RawTick]) -> list[FeatureRow]:
         return [row for row in map(self.update, ticks) if row is not None]
+
+    def step_tick(self, tick: RawTick) -> StepResult | None:
+        return self.step(
+            tick.product_id, tick.record_id, to_micros(tick.event_time), tick.price,
+            tick.best_bid, tick.best_ask, tick.best_bid_quantity, tick.best_ask_quantity,
+            to_micros(tick.receive_time),
+        )
 
     def _new_segment(self, product_id: str) -> _Product:
         seg = self._segments.get(product_id, -1) + 1
@@ -221,54 +242,59 @@ class FeatureEngine:
         ask: float | None = None,
         bid_qty: float | None = None,
         ask_qty: float | None = None,
+        received: int | None = None,
     ) -> StepResult | None:
-        """Feed one tick (event time ``t`` in epoch microseconds). Returns ``None``
-        when the tick is dropped (see ``last_outcome``)."""
-        if not (price > 0 and price < math.inf):
+        """Feed one tick: event time ``t`` and receive time ``received`` in epoch
+        microseconds. Returns ``None`` when the tick is dropped (see
+        ``last_outcome``)."""
+        if not 0 < price < math.inf:
             self.last_outcome = MALFORMED
             return None
         st = self._products.get(product_id)
-        outcome = OK
         if st is None:
             st = self._new_segment(product_id)
             outcome = FIRST
         else:
-            if record_id in st.ids:
-                self.last_outcome = DUPLICATE
-                return None
             last = st.last
-            if t < last:
-                behind = last - t
-                if behind > self._jump:
+            if t < last - self._grace:
+                # A backwards clock jump is older than the jump limit yet freshly
+                # received; a redelivered old tick was received long ago, too.
+                if t < last - self._jump and received is not None \
+                        and received >= st.last_received:
                     st = self._new_segment(product_id)
                     outcome = JUMP
-                elif behind > self._grace:
-                    self.last_outcome = LATE
-                    return None
                 else:
-                    t = last
-                    outcome = OUT_OF_ORDER
+                    self.last_outcome = DUPLICATE if record_id in st.ids else LATE
+                    return None
+            elif record_id in st.ids:
+                self.last_outcome = DUPLICATE
+                return None
+            elif t < last:
+                t = last
+                outcome = OUT_OF_ORDER
             elif t - last > self._gap:
                 st = self._new_segment(product_id)
                 outcome = GAP
+            else:
+                outcome = OK
         self.last_outcome = outcome
 
         # ---- append the tick -------------------------------------------------
         i = st.n
         times, prices = st.times, st.prices
-        if i == 0:
-            st.seg_start = t
-            dt_prev = NAN
-            q = 0
-            qa = 0
-            bp = 0
-        else:
+        if i:
             dt_prev = (t - st.last) / 1e6
-            q = int(math.log(price / prices[-1]) * SCALE)
+            q = int(_log(price / prices[-1]) * SCALE)
             qa = q if q >= 0 else -q
             bp = qa * st.prev_q
+        else:
+            st.seg_start = t
+            dt_prev = NAN
+            q = qa = bp = 0
         st.prev_q = qa
         st.last = t
+        if received is not None:
+            st.last_received = received
         st.n = i + 1
         times.append(t)
         prices.append(price)
@@ -279,85 +305,84 @@ class FeatureEngine:
         c_rr.append(c_rr[-1] + q * q)
         c_bp.append(c_bp[-1] + bp)
         c_sp, c_nsp, c_im, c_nim = st.c_sp, st.c_nsp, st.c_im, st.c_nim
-        if bid is not None and ask is not None and 0 < bid < math.inf and 0 < ask < math.inf:
+        if bid is not None and ask is not None and 0 < bid < _INF and 0 < ask < _INF:
             c_sp.append(c_sp[-1] + int((ask - bid) / ((ask + bid) * 0.5) * 1e4 * SCALE))
             c_nsp.append(c_nsp[-1] + 1)
         else:
             c_sp.append(c_sp[-1])
             c_nsp.append(c_nsp[-1])
         if bid_qty is not None and ask_qty is not None and bid_qty >= 0 and ask_qty >= 0 \
-                and 0 < bid_qty + ask_qty < math.inf:
+                and 0 < bid_qty + ask_qty < _INF:
             c_im.append(c_im[-1] + int((bid_qty - ask_qty) / (bid_qty + ask_qty) * SCALE))
             c_nim.append(c_nim[-1] + 1)
         else:
             c_im.append(c_im[-1])
             c_nim.append(c_nim[-1])
+        entry = (i, price)
+        hi, lo = st.hi, st.lo
+        while hi and hi[-1][1] <= price:
+            hi.pop()
+        hi.append(entry)
+        while lo and lo[-1][1] >= price:
+            lo.pop()
+        lo.append(entry)
+        top_hi, top_lo = len(hi) - 1, len(lo) - 1
 
         # ---- windows ---------------------------------------------------------
         base = st.base
-        starts = st.starts
-        entry = (i, price)
-        last_r, last_rr, last_bp = c_r[-1], c_rr[-1], c_bp[-1]
-        last_sp, last_nsp, last_im, last_nim = c_sp[-1], c_nsp[-1], c_im[-1], c_nim[-1]
-        rv: list[float] = []
-        bpv: list[float] = []
-        lr: list[float] = []
-        pk: list[float] = []
-        cnt: list[float] = []
-        spr: list[float] = []
-        imb: list[float] = []
-        ret_mean = ret_std = NAN
-        n_ret_60 = 0
-        for k, w in enumerate(_W_US):
+        starts, hi_ptr, lo_ptr = st.starts, st.hi_ptr, st.lo_ptr
+        r_n, rr_n, bp_n = c_r[-1], c_rr[-1], c_bp[-1]
+        sp_n, nsp_n, im_n, nim_n = c_sp[-1], c_nsp[-1], c_im[-1], c_nim[-1]
+        out = [NAN] * _N_FEATURES
+        for k in (0, 1, 2):
             s = starts[k]
-            edge = t - w
+            edge = t - _W_US[k]
             while times[s - base] <= edge:
                 s += 1
             starts[k] = s
             j = s - base
-            # max / min of the trade price over [s, i]
-            mx = st.mx[k]
-            while mx and mx[-1][1] <= price:
-                mx.pop()
-            mx.append(entry)
-            while mx[0][0] < s:
-                mx.popleft()
-            mn = st.mn[k]
-            while mn and mn[-1][1] >= price:
-                mn.pop()
-            mn.append(entry)
-            while mn[0][0] < s:
-                mn.popleft()
+            h = hi_ptr[k]
+            if h > top_hi:
+                h = top_hi
+            while hi[h][0] < s:
+                h += 1
+            hi_ptr[k] = h
+            m = lo_ptr[k]
+            if m > top_lo:
+                m = top_lo
+            while lo[m][0] < s:
+                m += 1
+            lo_ptr[k] = m
+            rr = rr_n - c_rr[j]
+            out[k] = _sqrt(float(rr) * INV_SCALE2)
+            out[3 + k] = _sqrt(_BPV_FACTOR * float(bp_n - c_bp[j]) * INV_SCALE2)
+            out[6 + k] = _log(price / prices[j - 1 if s else 0])
+            out[9 + k] = _log(hi[h][1] / lo[m][1]) * _PARKINSON
             n = i + 1 - s
-            rv.append(math.sqrt(float(last_rr - c_rr[j]) * INV_SCALE2))
-            bpv.append(math.sqrt(_BPV_FACTOR * float(last_bp - c_bp[j]) * INV_SCALE2))
-            lr.append(math.log(price / prices[j - 1 if s else 0]))
-            pk.append(math.log(mx[0][1] / mn[0][1]) * _PARKINSON)
-            cnt.append(float(n))
-            ns = last_nsp - c_nsp[j]
-            spr.append((last_sp - c_sp[j]) / (ns << SCALE_BITS) if ns else NAN)
-            ni = last_nim - c_nim[j]
-            imb.append((last_im - c_im[j]) / (ni << SCALE_BITS) if ni else NAN)
+            out[12 + k] = float(n)
+            ns = nsp_n - c_nsp[j]
+            if ns:
+                out[15 + k] = float(sp_n - c_sp[j]) * INV_SCALE / ns
+            ni = nim_n - c_nim[j]
+            if ni:
+                out[18 + k] = float(im_n - c_im[j]) * INV_SCALE / ni
             if k == _RET_K:
-                n_ret_60 = n if s else n - 1  # the segment's first tick has no return
-                if n_ret_60:
-                    sr = last_r - c_r[j]
-                    ret_mean = sr / (n_ret_60 << SCALE_BITS)
-                    if n_ret_60 > 1:
-                        num = n_ret_60 * (last_rr - c_rr[j]) - sr * sr
-                        ret_std = math.sqrt(num / (n_ret_60 * (n_ret_60 - 1)) * INV_SCALE2)
-        ratios = []
-        for k, scale in _RATIO_SCALE:
-            ratios.append(rv[k] / rv[-1] * scale if rv[-1] > 0 else NAN)
-        if starts[-1] - 1 - base >= _COMPACT_MIN:
+                n_ret = n if s else n - 1  # the segment's first tick has no return
+                out[26] = float(n_ret)
+                if n_ret:
+                    sr = r_n - c_r[j]
+                    out[24] = float(sr) * INV_SCALE / n_ret
+                    if n_ret > 1:
+                        num = n_ret * rr - sr * sr
+                        out[25] = _sqrt(float(num) / (n_ret * (n_ret - 1)) * INV_SCALE2)
+        rv_long = out[2]
+        if rv_long > 0:
+            out[21] = out[0] / rv_long * _RATIO_30
+            out[22] = out[1] / rv_long * _RATIO_60
+        out[23] = dt_prev
+        if starts[2] - base > _COMPACT_MIN or hi_ptr[2] > _COMPACT_MIN or lo_ptr[2] > _COMPACT_MIN:
             st.compact()
-        return StepResult(
-            t,
-            t - st.seg_start < _W_US[-1],
-            st.segment,
-            (*rv, *bpv, *lr, *pk, *cnt, *spr, *imb, *ratios, dt_prev, ret_mean, ret_std,
-             float(n_ret_60)),
-        )
+        return StepResult(t, t - st.seg_start < _W_LONG, st.segment, tuple(out))
 
 
 __all__ = [
