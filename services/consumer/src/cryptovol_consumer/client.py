@@ -37,12 +37,15 @@ class PredictResult:
 
 
 class PredictClient:
-    def __init__(self, api_url: str, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, api_url: str, timeout_s: float = 5.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self._url = api_url.rstrip("/") + "/predict"
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
             headers={"content-type": "application/json"},
+            transport=transport,
         )
 
     def close(self) -> None:
