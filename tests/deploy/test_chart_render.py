@@ -176,6 +176,8 @@ def test_ports_and_probes() -> None:
         assert svc_obj["spec"]["ports"][0]["targetPort"] == "metrics"
     sms = by_kind(objs, "ServiceMonitor")
     assert sms["cryptovol-api"]["spec"]["endpoints"][0]["port"] == "http"
+    # without it Prometheus would rename the API's `endpoint` label to `exported_endpoint`
+    assert sms["cryptovol-api"]["spec"]["endpoints"][0]["honorLabels"] is True
     for svc in WORKERS:
         assert sms[f"cryptovol-{svc}"]["spec"]["endpoints"][0]["port"] == "metrics"
 

@@ -147,6 +147,9 @@ spec:
   endpoints:
     - port: {{ $port }}
       path: /metrics
+      # the operator adds target labels (namespace, service, pod, endpoint=<port name>);
+      # the API's own `endpoint` label (docs/metrics.md) must win over the port name
+      honorLabels: true
       interval: {{ $root.Values.monitoring.serviceMonitor.interval }}
       scrapeTimeout: {{ $root.Values.monitoring.serviceMonitor.scrapeTimeout }}
 {{- end }}
