@@ -34,7 +34,8 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from cryptovol.kafka import DeadLetter, broker_reachable, ensure_topics
 from cryptovol.logs import get_logger
-from cryptovol.schemas import RawTick, to_json_bytes
+from cryptovol.schemas import RawTick
+from cryptovol_ingest.encoding import tick_json
 from cryptovol_ingest.metrics import IngestMetrics
 from cryptovol_ingest.settings import IngestSettings
 from cryptovol_ingest.spool import Spool, SpoolRecord
@@ -92,6 +93,7 @@ class Publisher:
         self._on_ack = on_ack
         self._clock = clock
         self.producer: Any = None
+        self.ready_at: float | None = None  # wall time the producer first connected
         self._dead_letters: deque[tuple[bytes, str, bytes | None]] = deque()
         self._pending: deque[_Sent] = deque()
         self._retry: deque[SpoolRecord] = deque()
@@ -212,7 +214,7 @@ class Publisher:
         for item in items:
             if item[0] == TICKS:
                 received = item[1]
-                records.extend((received, t.product_id.encode(), to_json_bytes(t)) for t in item[2])
+                records.extend((received, t.product_id.encode(), tick_json(t)) for t in item[2])
             else:
                 self._buffer_dead_letter(item[1], item[2], item[3])
         if records:
@@ -338,6 +340,7 @@ class Publisher:
                 self._ensure()
                 self._topics_ready = True
             self.producer = self._producer_factory()
+            self.ready_at = self.ready_at or time.time()
         except (KafkaError, OSError) as exc:
             if self.outages == 0:
                 self.outages = 1
