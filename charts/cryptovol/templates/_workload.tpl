@@ -47,7 +47,7 @@ spec:
     spec:
       serviceAccountName: {{ include "cryptovol.componentName" (list $root $comp) }}
       automountServiceAccountToken: false
-      {{- include "cryptovol.imagePullSecrets" $root | nindent 6 }}
+      {{- with include "cryptovol.imagePullSecrets" $root }}{{ . | trim | nindent 6 }}{{- end }}
       securityContext:
         {{- include "cryptovol.podSecurityContext" $root | nindent 8 }}
       # the services stop on SIGTERM after flushing producers and committing offsets
@@ -61,7 +61,7 @@ spec:
                 name: {{ include "cryptovol.componentName" (list $root $comp) }}
           {{- with $vals.env }}
           env:
-            {{- include "cryptovol.extraEnv" . | nindent 12 }}
+            {{- with include "cryptovol.extraEnv" . }}{{ . | trim | nindent 12 }}{{- end }}
           {{- end }}
           ports:
             - name: metrics
@@ -81,7 +81,7 @@ spec:
         - name: data
           emptyDir:
             sizeLimit: {{ $vals.dataSizeLimit }}
-      {{- include "cryptovol.scheduling" $vals | nindent 6 }}
+      {{- with include "cryptovol.scheduling" $vals }}{{ . | trim | nindent 6 }}{{- end }}
 {{- end -}}
 
 {{/* ClusterIP Service exposing a worker's metrics port (for the ServiceMonitor). */}}
