@@ -26,6 +26,7 @@ log = get_logger(__name__)
 # the producer keeps retrying a record for a day: during an outage it owns only what was
 # in flight when the outage was detected, and giving up early could duplicate records
 DELIVERY_TIMEOUT_MS = 24 * 3600 * 1000
+SOURCE_STOP_GRACE_S = 5.0
 
 
 def ingest_producer(settings: IngestSettings) -> Any:
@@ -113,7 +114,10 @@ class IngestService:
         code = 0
         try:
             finished = asyncio.run(self._run_source(shutdown))
-            if finished and not shutdown.requested:
+            if not self.publisher.alive:
+                log.error("the publisher stopped unexpectedly; exiting")
+                code = 1
+            elif finished and not shutdown.requested:
                 log.info("source finished; waiting until Kafka has acknowledged every tick",
                          extra={"ticks": self.handler.ticks})
                 self.publisher.wait_idle(cancel=lambda: shutdown.requested)
@@ -154,12 +158,20 @@ class IngestService:
             stop.set()
 
         watcher = asyncio.create_task(watch_shutdown())
+        task = asyncio.create_task(source)
         self._source_alive = True
         try:
-            await source
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                # asked to stop: give the source a moment to finish its message, then cancel
+                # it (it may be waiting for room in the queue of a publisher that is stuck)
+                await asyncio.wait({task}, timeout=SOURCE_STOP_GRACE_S)
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         finally:
             self._source_alive = False
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        return not shutdown.requested
+        return not shutdown.requested and self.publisher.alive
