@@ -36,7 +36,8 @@ class IngestSettings(ServiceSettings):
     backoff_cap_s: float = Field(30.0, gt=0)
     connect_rate_per_s: float = Field(
         4.0, gt=0, le=8, description="connects plus subscribes per second (Coinbase allows ~8)")
-    queue_size: int = Field(100_000, ge=10)
+    queue_size: int = Field(10_000, ge=10, description="ticks between reader and writer "
+                            "(20 s of the whole USD feed at its peak)")
 
     # raw archive
     save_raw: bool = False
@@ -52,7 +53,7 @@ class IngestSettings(ServiceSettings):
     kafka_ack_timeout_s: float = Field(
         5.0, gt=0, description="an unacknowledged send older than this means Kafka is unavailable")
     kafka_probe_interval_s: float = Field(1.0, gt=0)
-    max_in_flight_ticks: int = Field(20_000, ge=1)
+    max_in_flight_ticks: int = Field(5_000, ge=1)
     shutdown_grace_s: float = Field(10.0, ge=0)
 
     @field_validator("replay_files", mode="before")
