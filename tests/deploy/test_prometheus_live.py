@@ -347,7 +347,7 @@ def stack(kafka_broker: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
                         **common,
                         "METRICS_PORT": str(ports["featurizer"]),
                         "CONSUMER_GROUP": f"featurizer-{run_id}",
-                        "FEATURIZER_GROUP": f"featurizer-{run_id}",
+                        "LAG_INTERVAL_S": "1",
                     },
                     logs,
                 )
