@@ -209,7 +209,8 @@ class FeatureEngine:
         return FeatureRow.model_construct(
             record_id=tick.record_id,
             product_id=tick.product_id,
-            event_time=tick.event_time,
+            event_time=tick.event_time if res.time_us == to_micros(tick.event_time)
+            else from_micros(res.time_us),  # the time the windows used
             receive_time=tick.receive_time,
             warmup=res.warmup,
             features=as_feature_dict(res.values),

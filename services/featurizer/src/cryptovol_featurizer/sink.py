@@ -1,0 +1,106 @@
+"""Append-only Parquet output of feature rows, batched.
+
+Rows are buffered and written as new files under
+``<root>/product=<product_id>/date=<YYYY-MM-DD>/part-<first event us>-<id>.parquet``
+(hive-style folders; ``date`` is the UTC day of the event time). A file is
+written to a temporary name and renamed into place, so readers never see a
+partial file, and no file is ever opened again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cryptovol.features import FEATURE_NAMES, StepResult
+from cryptovol_featurizer.codec import TickIn
+
+#: Columns of the streaming files: the offline table's, without ``segment_id``
+#: (a counter since the process started, so not stable across restarts).
+SCHEMA = pa.schema(
+    [("record_id", pa.string()), ("product_id", pa.string()),
+     ("event_time", pa.timestamp("us", tz="UTC")), ("ts", pa.float64()),
+     ("price", pa.float64()), ("warmup", pa.bool_())]
+    + [(name, pa.float64()) for name in FEATURE_NAMES]
+)
+_DAY_US = 86_400_000_000
+
+
+def partition_dir(root: Path, product_id: str, event_us: int) -> Path:
+    day = datetime.fromtimestamp(event_us // _DAY_US * 86_400, UTC).strftime("%Y-%m-%d")
+    return root / f"product={product_id}" / f"date={day}"
+
+
+def write_new_file(folder: Path, name: str, table: pa.Table) -> Path:
+    """Write ``table`` to ``folder/name`` atomically; refuse to replace a file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / name
+    if final.exists():
+        raise FileExistsError(final)
+    tmp = folder / f".{name}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, final)
+    return final
+
+
+class ParquetSink:
+    def __init__(self, root: Path, max_rows: int = 50_000, flush_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.root = root
+        self.max_rows = max_rows
+        self.flush_s = flush_s
+        self._clock = clock
+        self._rows: dict[tuple[str, int], list[tuple[TickIn, StepResult]]] = {}
+        self._count = 0
+        self._since = clock()
+        self.files_written = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, rows: Sequence[tuple[TickIn, StepResult]]) -> None:
+        if not self._count:
+            self._since = self._clock()
+        for tick, res in rows:
+            self._rows.setdefault((tick.product_id, res.time_us // _DAY_US), []).append(
+                (tick, res))
+        self._count += len(rows)
+
+    def due(self) -> bool:
+        return self._count >= self.max_rows or (
+            self._count > 0 and self._clock() - self._since >= self.flush_s)
+
+    def flush(self) -> list[Path]:
+        written = []
+        for (product, _day), rows in sorted(self._rows.items()):
+            first_us = rows[0][1].time_us
+            name = f"part-{first_us}-{uuid.uuid4().hex[:12]}.parquet"
+            written.append(write_new_file(partition_dir(self.root, product, first_us), name,
+                                          rows_table(rows)))
+        self._rows.clear()
+        self._count = 0
+        self._since = self._clock()
+        self.files_written += len(written)
+        return written
+
+
+def rows_table(rows: Sequence[tuple[TickIn, StepResult]]) -> pa.Table:
+    values = list(zip(*(res.values for _, res in rows), strict=True))
+    times = [res.time_us for _, res in rows]
+    columns = [
+        pa.array([t.record_id for t, _ in rows], pa.string()),
+        pa.array([t.product_id for t, _ in rows], pa.string()),
+        pa.array(times, pa.timestamp("us", tz="UTC")),
+        pa.array([us / 1e6 for us in times], pa.float64()),
+        pa.array([t.price for t, _ in rows], pa.float64()),
+        pa.array([res.warmup for _, res in rows], pa.bool_()),
+        *(pa.array(col, pa.float64()) for col in values),
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
