@@ -31,7 +31,7 @@ from cryptovol.logs import configure_logging
 from cryptovol.obs import Shutdown
 from cryptovol.schemas import to_json_bytes, utc_now
 from cryptovol_ingest.metrics import isolated_metrics
-from cryptovol_ingest.service import IngestService
+from cryptovol_ingest.service import IngestService, tune_gc
 from cryptovol_ingest.settings import IngestSettings
 from cryptovol_ingest.spool import SpoolRecord
 
@@ -150,6 +150,7 @@ def run_naive(bootstrap: str, fake_args: list[str], ticks: int, topic: str) -> d
 
 def main() -> int:
     configure_logging("ingest-bench", "WARNING")
+    tune_gc()  # as cryptovol-ingest does
     started = time.monotonic()
     load_before = os.getloadavg()
     with LocalBroker() as broker:

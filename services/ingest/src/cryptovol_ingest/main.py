@@ -48,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cryptovol-ingest: invalid configuration:\n{exc}")
         return 2
     configure_logging(settings.service_name, settings.log_level)
-    from cryptovol_ingest.service import IngestService
+    from cryptovol_ingest.service import IngestService, tune_gc
 
-    return IngestService(settings).run(Shutdown())
+    service = IngestService(settings)
+    tune_gc()
+    return service.run(Shutdown())
 
 
 if __name__ == "__main__":
