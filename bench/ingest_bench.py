@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "ingest.json"
 DATA = REPO / "data" / "coinbase-ticker"
 TARGET_TICKS_PER_S = 5000
+REPEATS = 3  # full-speed ingest runs; the median is reported (the machine is shared)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -160,8 +161,12 @@ def main() -> int:
         run_ingest(bs, ["--speed", "max"], 2000, "bench.warmup")
         full = ["--speed", "max"]
         paced = ["--speed", "60", "--files", str(DATA / "ticks_BTCUSD_20251201_000100.ndjson.gz")]
+        runs = [run_ingest(bs, full, 50_000, f"bench.ingest.{i}") for i in range(REPEATS)]
+        median = sorted(runs, key=lambda r: r["ticks_per_s"])[REPEATS // 2]
+        median["ticks_per_s_all_runs"] = [r["ticks_per_s"] for r in runs]
+        median["ticks_per_cpu_s_all_runs"] = [r["ticks_per_cpu_s"] for r in runs]
         results = {
-            "ingest_max_speed": run_ingest(bs, full, 50_000, "bench.ingest"),
+            "ingest_max_speed": median,
             "naive_max_speed": run_naive(bs, full, 3000, "bench.naive"),
             "ingest_paced": run_ingest(bs, paced, 2000, "bench.ingest.paced"),
             "naive_paced": run_naive(bs, paced, 2000, "bench.naive.paced"),
@@ -180,6 +185,7 @@ def main() -> int:
         "speedup_vs_naive": round(ingest["ticks_per_s"] / max(naive["ticks_per_s"], 1e-9), 1),
         "results": results,
         "setup": {
+            "ingest_max_speed": f"median of {REPEATS} runs of 50,000 ticks",
             "fake_exchange": "separate process, recorded BTC-USD ticker data, one ticker a "
                              "message; max speed = no pacing; paced = 60x real time of "
                              "ticks_BTCUSD_20251201_000100",
