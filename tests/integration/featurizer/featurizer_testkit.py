@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -72,6 +73,34 @@ def read_rows(settings: ServiceSettings, topic: str, want: int, timeout_s: float
     finally:
         consumer.close()
     return rows
+
+
+class Collector:
+    """Reads ``topic`` in a background thread, keeping every row in arrival order."""
+
+    def __init__(self, settings: ServiceSettings, topic: str) -> None:
+        self.rows: list[tuple[int, FeatureRow]] = []
+        self._stop = threading.Event()
+        self._consumer = KafkaConsumer(topic, bootstrap_servers=settings.bootstrap,
+                                       group_id=None, auto_offset_reset="earliest",
+                                       enable_auto_commit=False)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for records in self._consumer.poll(timeout_ms=200).values():
+                self.rows.extend((r.partition, FeatureRow.model_validate_json(r.value))
+                                 for r in records)
+
+    def distinct(self) -> int:
+        return len({row.record_id for _, row in list(self.rows)})
+
+    def close(self) -> list[tuple[int, FeatureRow]]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._consumer.close()
+        return self.rows
 
 
 def as_frame_values(row: FeatureRow) -> list[float]:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def _connect(settings: FeaturizerSettings, shutdown: Shutdown) -> tuple | None:
 
 def run_service(settings: FeaturizerSettings) -> None:
     configure_logging(settings.service_name, settings.log_level)
+    # The client's network thread warns whenever the CPU-bound feature loop holds
+    # the interpreter for more than 100 ms; heartbeats run on their own thread.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
     shutdown = Shutdown()
     featurizer: Featurizer | None = None
     started = time.monotonic()
