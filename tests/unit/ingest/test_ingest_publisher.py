@@ -194,6 +194,24 @@ def test_a_retriable_delivery_failure_is_sent_again(settings: IngestSettings) ->
     h.publisher.stop()
 
 
+def test_a_failure_between_successes_settles_the_spool(settings: IngestSettings) -> None:
+    h = Harness(settings)
+    h.producer.auto_ack = False
+    h.publisher.start()
+    h.offer(make_ticks(0, 3))
+    eventually(lambda: len(h.producer.sent) == 3)
+    first, *rest = h.producer.futures
+    h.producer.futures = []
+    h.producer.auto_ack = True
+    first.resolve(False, NotLeaderForPartitionError("gave up"))
+    for future in rest:
+        future.resolve(True, object())
+    assert h.publisher.wait_idle(10)
+    assert sent_prices(h.producer) == [100.0, 101.0, 102.0, 100.0]
+    h.publisher.stop()
+    assert Spool(settings.spool_path, max_bytes=1 << 20).unacked == 0  # cursor at the end
+
+
 def test_unacknowledged_ticks_are_sent_first_by_the_next_run(settings: IngestSettings) -> None:
     h = Harness(settings)
     h.producer.auto_ack = False

@@ -272,10 +272,12 @@ class Publisher:
             entry = pending.popleft()
             record = entry.record
             if entry.error is not None:
-                self._failed(entry)
+                if self._failed(entry):  # settled for good (dead-lettered)
+                    committed += 1
+                    last_end = record.end if last_end is None else max(last_end, record.end)
                 continue
             committed += 1
-            last_end = record.end
+            last_end = record.end if last_end is None else max(last_end, record.end)
             latency.observe(max(0.0, entry.acked_at - record.received))
             self.metrics.published(record.key.decode()).inc()
             if self._on_ack is not None:
@@ -285,17 +287,20 @@ class Publisher:
             self._acked_since_pause = True
             self.spool.commit(last_end, committed)  # type: ignore[arg-type]
 
-    def _failed(self, entry: _Sent) -> None:
+    def _failed(self, entry: _Sent) -> bool:
+        """Handle a record the producer gave up on; True when it is settled for good."""
         exc = entry.error
         if isinstance(exc, KafkaTimeoutError) or getattr(exc, "retriable", False):
             # the producer gave up after its delivery timeout: send again (at least once)
             self._retry.append(entry.record)
             self._pause(f"delivery failed: {exc!r}")
+            return False
         else:
             log.error("Kafka rejected a tick; dead-lettering it",
                       extra={"error": repr(exc), "key": entry.record.key.decode()})
             self._buffer_dead_letter(entry.record.value, f"kafka rejected: {exc!r}",
                                      entry.record.key)
+            return True
 
     def _check_acks(self) -> None:
         if self._pending:

@@ -266,8 +266,9 @@ class Spool:
         self._reader, self._reader_segment = None, -1
 
     def commit(self, end: Position, records: int = 1, *, force: bool = False) -> None:
-        """Kafka acknowledged every record up to ``end``."""
-        self._commit = end
+        """Kafka acknowledged ``records`` more records, the last of them ending at ``end``
+        (a resent older record never moves the cursor back)."""
+        self._commit = max(self._commit, end)
         self.committed += records
         for segment in [s for s in self._sizes if s < end.segment]:
             if segment == self._reader_segment:
