@@ -34,8 +34,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from cryptovol.kafka import DeadLetter, broker_reachable, ensure_topics
 from cryptovol.logs import get_logger
-from cryptovol.schemas import RawTick
-from cryptovol_ingest.encoding import tick_json
+from cryptovol.schemas import RawTick, to_json_bytes
 from cryptovol_ingest.metrics import IngestMetrics
 from cryptovol_ingest.settings import IngestSettings
 from cryptovol_ingest.spool import Spool, SpoolRecord
@@ -214,7 +213,7 @@ class Publisher:
         for item in items:
             if item[0] == TICKS:
                 received = item[1]
-                records.extend((received, t.product_id.encode(), tick_json(t)) for t in item[2])
+                records.extend((received, t.product_id.encode(), to_json_bytes(t)) for t in item[2])
             else:
                 self._buffer_dead_letter(item[1], item[2], item[3])
         if records:
