@@ -234,6 +234,11 @@ def test_optional_objects() -> None:
     assert kafka["spec"]["kafka"]["version"] == "4.3.1"
     pool = by_kind(objs, "KafkaNodePool")["dual-role"]
     assert set(pool["spec"]["roles"]) == {"controller", "broker"}
+    # Strimzi copies these labels to the broker pods: the default-deny policy must not match
+    deny = by_kind(objs, "NetworkPolicy")["cryptovol-default-deny"]["spec"]["podSelector"]
+    for obj in (kafka, pool):
+        labels = obj["metadata"]["labels"]
+        assert not all(labels.get(k) == v for k, v in deny["matchLabels"].items())
     for kind in ("ServiceMonitor", "PrometheusRule"):
         for obj in by_kind(objs, kind).values():
             assert obj["metadata"]["labels"]["release"] == "prom"

@@ -39,6 +39,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: cryptovol
 {{- end -}}
 
+{{/* Labels of the Strimzi Kafka objects. The operator copies them to the Kafka pods, so
+they leave out name/instance: the release's NetworkPolicies must not select those pods. */}}
+{{- define "cryptovol.operatorLabels" -}}
+helm.sh/chart: {{ include "cryptovol.chart" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
 {{/* Labels of a component. Call with (list $ "api"). */}}
 {{- define "cryptovol.componentLabels" -}}
 {{ include "cryptovol.labels" (index . 0) }}
