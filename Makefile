@@ -58,7 +58,7 @@ train: install ## train and evaluate the models, log to MLflow, write models/art
 
 lint: install ## ruff and hadolint
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/hadolint services/*/Dockerfile
+	$(VENV)/bin/hadolint --config .hadolint.yaml services/*/Dockerfile training/Dockerfile
 
 lock: ## pin the tested environment: write constraints.txt from .venv
 	$(UV) pip freeze --python $(PY) --exclude-editable | grep -v '^cryptovol' > constraints.txt
