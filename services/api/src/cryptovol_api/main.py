@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import logging
 
 import uvicorn
+from threadpoolctl import threadpool_limits
 
 from cryptovol.logs import configure_logging, get_logger
 from cryptovol_api.app import create_app
@@ -14,8 +16,8 @@ from cryptovol_api.settings import ApiSettings
 log = get_logger(__name__)
 
 
-def _fastest(module: str, fallback: str) -> str:
-    return module if importlib.util.find_spec(module) else fallback
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def main() -> None:
@@ -25,6 +27,11 @@ def main() -> None:
     # itself; the client library would log every failed attempt as an error.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     app = create_app(settings)
+    # Small batches gain nothing from BLAS/OpenMP thread pools, only latency.
+    threadpool_limits(settings.model_threads)
+    # Everything loaded so far (model, app) lives until exit: keep it out of GC scans.
+    gc.collect()
+    gc.freeze()
     log.info("listening", extra={"host": settings.api_host, "port": settings.api_port})
     uvicorn.run(
         app,
@@ -32,8 +39,8 @@ def main() -> None:
         port=settings.api_port,
         log_config=None,
         access_log=False,
-        loop="uvloop" if _fastest("uvloop", "") else "asyncio",
-        http="httptools" if _fastest("httptools", "") else "h11",
+        loop="uvloop" if _available("uvloop") else "asyncio",
+        http="httptools" if _available("httptools") else "h11",
         timeout_graceful_shutdown=10,
     )
 

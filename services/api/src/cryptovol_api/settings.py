@@ -27,4 +27,5 @@ class ApiSettings(ServiceSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest /predict body")
     kafka_check_interval_s: float = Field(15.0, gt=0)
     kafka_check_timeout_s: float = Field(2.0, gt=0)
+    model_threads: int = Field(1, ge=1, description="BLAS/OpenMP threads for model calls")
     git_sha: str = Field("", description="build commit; empty means ask git at start-up")

@@ -1,0 +1,328 @@
+"""Prediction API latency and throughput over real HTTP, beside a naive version.
+
+Two servers, each in its own process, scoring with the committed default model
+(``models/artifacts/random_forest``):
+
+- ``vectorized``: the real ``cryptovol-api`` (one matrix per request, forest
+  compiled at start-up, model calls single-threaded);
+- ``naive``: the same app, but every row scored by its own call of the model
+  as it was saved (how the original service predicted).
+
+This process drives them open-loop at fixed request rates (requests go out on
+schedule whether or not earlier ones have answered, so a slow server shows up
+as latency instead of hiding in a slower send rate) and measures each request
+from send to full response. Sequential (one at a time) runs give the bare
+per-request cost. Writes bench/results/api.json.
+
+    python bench/api_bench.py            # full run (~3 minutes)
+    python bench/api_bench.py --quick    # shorter, for a smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "api.json"
+DATA = REPO / "data" / "coinbase-ticker"
+MODELS = REPO / "models" / "artifacts"
+TARGETS = {"single_row_p99_ms_at_300_rps": 15.0, "batch_1000_p99_ms": 60.0}
+
+# (name, rows per request, requests per second, seconds)
+SCENARIOS = [
+    ("single_row", 1, 300, 15.0),
+    ("batch_100", 100, 30, 10.0),
+    ("batch_1000", 1000, 5, 10.0),
+]
+REQUEST_TIMEOUT_S = 30.0
+# The naive server saturates at these rates: its runs are kept short (requests
+# sent at the same rate, fewer of them) so the whole benchmark stays bounded.
+NAIVE_MAX_REQUESTS = {1: 1200, 100: 60, 1000: 5}
+SEQUENTIAL = {"vectorized": {1: 300, 100: 50, 1000: 10}, "naive": {1: 100, 100: 3, 1000: 1}}
+
+
+# -- the naive server (used only here) ----------------------------------------------
+
+
+def serve_naive(port: int) -> None:
+    import uvicorn
+
+    from cryptovol.logs import configure_logging
+    from cryptovol_api.app import create_app
+    from cryptovol_api.model import Scorer
+    from cryptovol_api.settings import ApiSettings
+
+    class PerRowScorer(Scorer):
+        """Scores row by row with the model exactly as saved."""
+
+        def _fastest_scorer(self, artifact):  # type: ignore[no-untyped-def]
+            def per_row(X: np.ndarray) -> np.ndarray:
+                return np.concatenate([artifact.score(X[i : i + 1]) for i in range(len(X))])
+
+            return per_row
+
+    settings = ApiSettings()
+    configure_logging("api-naive", settings.log_level)
+    app = create_app(settings, scorer_cls=PerRowScorer)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+                loop="uvloop", http="httptools")  # fmt: skip
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def feature_rows(n: int = 4000) -> list[dict[str, float]]:
+    """Warm feature rows of the bundled recordings, evenly sampled."""
+    from cryptovol.features import FEATURE_NAMES, features_frame
+    from cryptovol.recordings import open_recordings, read_ticks
+
+    frame = features_frame(read_ticks(open_recordings([DATA])))
+    warm = frame[~frame["warmup"]]
+    sample = warm.iloc[np.linspace(0, len(warm) - 1, n).astype(int)][list(FEATURE_NAMES)]
+    return [{k: float(v) for k, v in row.items() if v == v} for row in sample.to_dict("records")]
+
+
+def start_server(mode: str, port: int, log: object) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(port),
+        "MODELS_DIR": str(MODELS),
+        "MODEL_VARIANT": "ml",
+        "MODEL_VERSION": "random_forest",
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "KAFKA_CHECK_INTERVAL_S": "3600",
+        "LOG_LEVEL": "WARNING",
+    }
+    if mode == "vectorized":
+        cmd = [sys.executable, "-m", "cryptovol_api.main"]
+    else:
+        cmd = [sys.executable, __file__, "--serve-naive", str(port)]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{mode} server did not become ready")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def bodies(rows: list[dict], per_request: int, count: int) -> list[bytes]:
+    import orjson
+
+    out = []
+    for i in range(count):
+        start = (i * per_request) % len(rows)
+        chunk = (rows[start:] + rows[:start])[:per_request]
+        out.append(orjson.dumps({"rows": chunk}))
+    return out
+
+
+def stats(latencies_s: list[float]) -> dict[str, float]:
+    if not latencies_s:
+        return {}
+    ms = np.asarray(latencies_s) * 1000.0
+    return {
+        "p50": round(float(np.percentile(ms, 50)), 3),
+        "p95": round(float(np.percentile(ms, 95)), 3),
+        "p99": round(float(np.percentile(ms, 99)), 3),
+        "max": round(float(ms.max()), 3),
+        "mean": round(float(ms.mean()), 3),
+    }
+
+
+# -- load generation ------------------------------------------------------------------
+
+
+async def open_loop(url: str, payloads: list[bytes], rate: float) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    late: list[float] = []
+    statuses: dict[str, int] = {}
+    timeouts = 0
+    connector = aiohttp.TCPConnector(limit=256, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(body: bytes, scheduled: float) -> None:
+            nonlocal timeouts
+            sent = time.perf_counter()
+            late.append(sent - scheduled)
+            try:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    statuses[str(resp.status)] = statuses.get(str(resp.status), 0) + 1
+                    if resp.status == 200:
+                        latencies.append(time.perf_counter() - sent)
+            except (TimeoutError, aiohttp.ClientError):
+                timeouts += 1
+
+        tasks = []
+        start = time.perf_counter() + 0.05
+        for i, body in enumerate(payloads):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(body, scheduled)))
+        send_done = time.perf_counter()
+        await asyncio.gather(*tasks)
+        end = time.perf_counter()
+    sent_for = send_done - start
+    return {
+        "requests": len(payloads),
+        "ok": len(latencies),
+        "statuses": statuses,
+        "timeouts": timeouts,
+        "sent_over_s": round(sent_for, 3),
+        "completed_over_s": round(end - start, 3),
+        "achieved_rps": round(len(latencies) / max(end - start, 1e-9), 1),
+        "latency_ms": stats(latencies),
+        "send_lag_ms_p99": round(float(np.percentile(np.asarray(late) * 1000, 99)), 3),
+    }
+
+
+async def sequential(url: str, payloads: list[bytes]) -> dict:
+    import aiohttp
+
+    latencies = []
+    failures = 0
+    headers = {"content-type": "application/json"}
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S * 4)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with session.post(url, data=payloads[0], headers=headers) as resp:
+            await resp.read()  # warm-up
+        for body in payloads:
+            sent = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+            except (TimeoutError, aiohttp.ClientError):
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - sent)
+            else:
+                failures += 1
+    total = sum(latencies)
+    return {"requests": len(payloads), "failures": failures, "latency_ms": stats(latencies),
+            "throughput_rps": round(len(latencies) / total, 1) if total else 0.0}  # fmt: skip
+
+
+def run_mode(mode: str, rows: list[dict], quick: bool) -> dict:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/predict"
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryFile() as log:
+        proc = start_server(mode, port, log)
+        try:
+            for name, per_request, rate, seconds in SCENARIOS:
+                count = int(rate * (min(seconds, 3.0) if quick else seconds))
+                n_seq = SEQUENTIAL[mode][per_request]
+                if mode == "naive":
+                    count = min(count, NAIVE_MAX_REQUESTS[per_request])
+                if quick:
+                    n_seq = max(1, n_seq // 5)
+                seq = asyncio.run(sequential(url, bodies(rows, per_request, n_seq)))
+                loaded = asyncio.run(open_loop(url, bodies(rows, per_request, count), rate))
+                loaded.update(rows_per_request=per_request, target_rps=rate)
+                loaded["rows_per_s"] = round(loaded["achieved_rps"] * per_request, 1)
+                results[name] = {"sequential": seq, "open_loop": loaded}
+                print(
+                    f"{mode:10s} {name:11s} {rate:4d} req/s: p50 {loaded['latency_ms'].get('p50')}"
+                    f" p99 {loaded['latency_ms'].get('p99')} ms, {loaded['achieved_rps']} req/s"
+                    f" ok {loaded['ok']}/{loaded['requests']}; sequential p50"
+                    f" {seq['latency_ms']['p50']} ms",
+                    flush=True,
+                )
+        finally:
+            stop_server(proc)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--serve-naive", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.serve_naive:
+        serve_naive(args.serve_naive)
+        return
+
+    model = json.loads((MODELS / "random_forest" / "metadata.json").read_text())
+    rows = feature_rows()
+    load_before = os.getloadavg()
+    started = time.time()
+    modes = {mode: run_mode(mode, rows, args.quick) for mode in ("vectorized", "naive")}
+    single = modes["vectorized"]["single_row"]["open_loop"]["latency_ms"].get("p99", float("inf"))
+    big = modes["vectorized"]["batch_1000"]["open_loop"]["latency_ms"].get("p99", float("inf"))
+    result = {
+        "benchmark": "api",
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+        "duration_s": round(time.time() - started, 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_before": [round(x, 2) for x in load_before],
+            "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+            "note": "shared 2-core machine; the load generator runs on the same cores",
+        },
+        "model": {k: model[k] for k in ("name", "version", "model_type")}
+        | {"features": len(model["features"])},
+        "method": "open loop at a fixed request rate over HTTP/1.1 keep-alive (aiohttp), "
+        "latency from send to full response; 'sequential' is one request at a time",
+        "targets": {
+            **TARGETS,
+            "single_row_p99_ms": single,
+            "batch_1000_p99_ms_measured": big,
+            "single_row_met": single <= TARGETS["single_row_p99_ms_at_300_rps"],
+            "batch_1000_met": big <= TARGETS["batch_1000_p99_ms"],
+        },
+        "results": modes,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
+
+
+if __name__ == "__main__":
+    main()
