@@ -122,3 +122,19 @@ def test_version_describes_the_loaded_model(models_dir: Path) -> None:
     assert v["imputation"]["n"] == 0.0  # not stored: the documented 0.0 fallback
     assert len(v["sha256"]) == 64
     assert v["trained_at"].endswith("Z")
+
+
+def test_single_feature_model(tmp_path: Path) -> None:
+    from cryptovol.artifacts import ZScoreRule, save_artifact
+
+    rule = ZScoreRule(feature="vol_ratio_60_300", center=1.0, scale=0.25, log=False)
+    save_artifact(tmp_path / "baseline", rule, version="v-one", variant="baseline",
+                  features=["vol_ratio_60_300"], threshold=0.9,
+                  imputation={"vol_ratio_60_300": 1.0})  # fmt: skip
+    rows = [{"vol_ratio_60_300": 2.0, "n": 5}, {"n": 5}, {"vol_ratio_60_300": None}]
+    with make_client(tmp_path, model_variant="baseline") as c:
+        body = c.post("/predict", json={"rows": rows}).json()
+    assert body["spikes"] == [True, False, False]
+    assert body["scores"][1] == body["scores"][2] == 0.5  # imputed 1.0 = the centre
+    assert body["imputed"] == [[], ["vol_ratio_60_300"], ["vol_ratio_60_300"]]
+    assert body["ignored_fields"] == ["n"]

@@ -7,6 +7,7 @@ values, and scores the whole batch in one call.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ class Scorer:
         if not np.isfinite(self._fill).all():
             raise ModelLoadError(f"model at {path} has non-finite imputation values")
         self._feature_set = frozenset(self.features)
+        getter = operator.itemgetter(*self.features)
+        # itemgetter of one name returns a bare value, not a tuple
+        self._pick = getter if len(self.features) > 1 else lambda row: (getter(row),)
         self._score = self._fastest_scorer(artifact)
         created = md.created_at
         self.trained_at = format_ts(created) if hasattr(created, "tzinfo") else str(created)
@@ -79,7 +83,7 @@ class Scorer:
     def prepare(self, rows: list[dict[str, float | None]]) -> PreparedBatch:
         feats = self.features
         # None (and absent keys) become NaN, then take the stored fill value.
-        X = np.array([[row.get(f) for f in feats] for row in rows], dtype=float)
+        X = np.array([self._values(row) for row in rows], dtype=float)
         missing = np.isnan(X)
         imputed: list[list[str]]
         if missing.any():
@@ -130,6 +134,12 @@ class Scorer:
         spread = rng.lognormal(0.0, 1.5, size=(n, len(self.features)))
         signs = rng.choice([-1.0, 1.0], size=(n, len(self.features)))
         return np.vstack([self._fill, self._fill + signs * spread * scale * 0.5])
+
+    def _values(self, row: dict[str, float | None]) -> tuple | list:
+        try:
+            return self._pick(row)  # every feature present: one C-level call
+        except KeyError:
+            return [row.get(f) for f in self.features]
 
     def score(self, X: np.ndarray) -> np.ndarray:
         scores = np.asarray(self._score(X), dtype=float).reshape(-1)

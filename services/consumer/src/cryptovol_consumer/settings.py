@@ -22,7 +22,7 @@ class ConsumerSettings(ServiceSettings):
     retry_max_s: float = Field(10.0, gt=0, description="longest retry delay")
     breaker_failures: int = Field(5, ge=1, description="consecutive failures that open the breaker")
     breaker_reset_s: float = Field(5.0, gt=0, description="open time before one trial call")
-    log_predictions: bool = True
+    log_predictions: bool = False
     prediction_log_dir: Path = Path("logs/predictions")
     predict_warmup: bool = Field(False, description="also score rows whose windows are not full")
     produce_timeout_s: float = Field(10.0, gt=0)
