@@ -219,7 +219,7 @@ async def open_loop(url: str, payloads: list[bytes], rate: float) -> dict:
     }
 
 
-async def sequential(url: str, payloads: list[bytes]) -> dict:
+async def sequential(url: str, payloads: list[bytes], warmup: list[bytes]) -> dict:
     import aiohttp
 
     latencies = []
@@ -227,8 +227,9 @@ async def sequential(url: str, payloads: list[bytes]) -> dict:
     headers = {"content-type": "application/json"}
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S * 4)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        async with session.post(url, data=payloads[0], headers=headers) as resp:
-            await resp.read()  # warm-up
+        for body in warmup:
+            async with session.post(url, data=body, headers=headers) as resp:
+                await resp.read()
         for body in payloads:
             sent = time.perf_counter()
             try:
@@ -246,34 +247,43 @@ async def sequential(url: str, payloads: list[bytes]) -> dict:
             "throughput_rps": round(len(latencies) / total, 1) if total else 0.0}  # fmt: skip
 
 
-def run_mode(mode: str, rows: list[dict], quick: bool) -> dict:
+def run_scenario(
+    mode: str, rows: list[dict], per_request: int, rate: int, seconds: float, quick: bool
+) -> dict:
+    """One scenario on a fresh server, so that a backlog a saturated server is
+    still working through never leaks into the next measurement."""
+    count = int(rate * (min(seconds, 3.0) if quick else seconds))
+    n_seq = SEQUENTIAL[mode][per_request]
+    if mode == "naive":
+        count = min(count, NAIVE_MAX_REQUESTS[per_request])
+    if quick:
+        n_seq = max(1, n_seq // 5)
     port = free_port()
     url = f"http://127.0.0.1:{port}/predict"
-    results: dict[str, dict] = {}
     with tempfile.TemporaryFile() as log:
         proc = start_server(mode, port, log)
         try:
-            for name, per_request, rate, seconds in SCENARIOS:
-                count = int(rate * (min(seconds, 3.0) if quick else seconds))
-                n_seq = SEQUENTIAL[mode][per_request]
-                if mode == "naive":
-                    count = min(count, NAIVE_MAX_REQUESTS[per_request])
-                if quick:
-                    n_seq = max(1, n_seq // 5)
-                seq = asyncio.run(sequential(url, bodies(rows, per_request, n_seq)))
-                loaded = asyncio.run(open_loop(url, bodies(rows, per_request, count), rate))
-                loaded.update(rows_per_request=per_request, target_rps=rate)
-                loaded["rows_per_s"] = round(loaded["achieved_rps"] * per_request, 1)
-                results[name] = {"sequential": seq, "open_loop": loaded}
-                print(
-                    f"{mode:10s} {name:11s} {rate:4d} req/s: p50 {loaded['latency_ms'].get('p50')}"
-                    f" p99 {loaded['latency_ms'].get('p99')} ms, {loaded['achieved_rps']} req/s"
-                    f" ok {loaded['ok']}/{loaded['requests']}; sequential p50"
-                    f" {seq['latency_ms']['p50']} ms",
-                    flush=True,
-                )
+            seq = asyncio.run(sequential(url, bodies(rows, per_request, n_seq), bodies(rows, 1, 1)))
+            loaded = asyncio.run(open_loop(url, bodies(rows, per_request, count), rate))
         finally:
             stop_server(proc)
+    loaded.update(rows_per_request=per_request, target_rps=rate)
+    loaded["rows_per_s"] = round(loaded["achieved_rps"] * per_request, 1)
+    return {"sequential": seq, "open_loop": loaded}
+
+
+def run_mode(mode: str, rows: list[dict], quick: bool) -> dict:
+    results: dict[str, dict] = {}
+    for name, per_request, rate, seconds in SCENARIOS:
+        result = results[name] = run_scenario(mode, rows, per_request, rate, seconds, quick)
+        loaded, seq = result["open_loop"], result["sequential"]
+        print(
+            f"{mode:10s} {name:11s} {rate:4d} req/s: p50 {loaded['latency_ms'].get('p50')}"
+            f" p99 {loaded['latency_ms'].get('p99')} ms, {loaded['achieved_rps']} req/s"
+            f" ok {loaded['ok']}/{loaded['requests']}; sequential p50"
+            f" {seq['latency_ms'].get('p50')} ms",
+            flush=True,
+        )
     return results
 
 
