@@ -357,6 +357,7 @@ class PredictionService:
         end = self._clock() + max(0.0, seconds)
         try:
             while not self.shutdown.requested:
+                self.stats.last_loop_at = self._clock()  # waiting is not stalling
                 remaining = end - self._clock()
                 if remaining <= 0:
                     break
