@@ -19,6 +19,7 @@ from pydantic import Field
 from cryptovol.labels import LabelConfig
 from cryptovol.logs import configure_logging
 from cryptovol.settings import ServiceSettings
+from cryptovol_training.dataset import RowPolicy
 from cryptovol_training.models import DEFAULT_MODELS, MODEL_SPECS
 from cryptovol_training.splits import SplitConfig
 
@@ -65,6 +66,10 @@ def _parser(settings: TrainSettings) -> argparse.ArgumentParser:
     train.add_argument("--min-train-blocks", type=int, default=SplitConfig().min_train_blocks)
     train.add_argument("--valid-fraction", type=float, default=SplitConfig().valid_fraction)
     train.add_argument("--embargo", type=float, default=SplitConfig().embargo_s)
+    train.add_argument("--train-history", type=float, default=RowPolicy().train_history_s,
+                       help="history (s) tau needs on training rows (default %(default)s)")
+    train.add_argument("--no-warmup-training", action="store_true",
+                       help="do not learn from warm-up rows")
     train.add_argument("--no-mlflow", action="store_true", help="do not track or register")
     train.add_argument("--no-register", action="store_true", help="track but do not register")
     train.add_argument("--tracking-uri", default=settings.mlflow_tracking_uri)
@@ -104,6 +109,8 @@ def _train(args: argparse.Namespace, settings: TrainSettings) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, models=tuple(m for m in args.models.split(",") if m),
         label=_label(args), seed=args.seed, version=args.version,
+        policy=RowPolicy(train_history_s=args.train_history,
+                         train_on_warmup=not args.no_warmup_training),
         split=SplitConfig(n_blocks=args.blocks, min_train_blocks=args.min_train_blocks,
                           valid_fraction=args.valid_fraction, embargo_s=args.embargo),
         track=not args.no_mlflow, register=not (args.no_mlflow or args.no_register),

@@ -58,7 +58,7 @@ def evaluate(
         except ArtifactError as exc:
             errors[folder.name] = str(exc)
     cfg = label or _label_config(artifacts)
-    ds = build_dataset(data, cfg, progress=progress)
+    ds = build_dataset(data, cfg, progress=progress)  # train-row labels unused here
     frame = ds.frame
     usable = frame["has_label"] if include_warmup else frame["has_label"] & ~frame["warmup"]
     rows = frame.loc[usable].sort_values("ts", kind="stable").reset_index(drop=True)

@@ -1,10 +1,13 @@
 """Time-ordered walk-forward splits with purging and an embargo.
 
-The labelled rows are cut, in time order, into ``n_blocks`` blocks of equal
-row count. Fold ``k`` tests on block ``k`` and learns only from rows before it
-(an expanding window): the last ``valid_fraction`` of those rows is
-the validation slice (decision thresholds are chosen there), the rest is the
-fitting slice.
+Two sets of rows take part: the *evaluation* rows (the label exactly as
+defined, past warm-up: what the service scores) and the *training* rows (every
+row with a causal label, see ``cryptovol_training.dataset``), both in time
+order. The evaluation rows are cut into ``n_blocks`` blocks of equal row count.
+Fold ``k`` tests on block ``k`` and learns only from rows before it (an
+expanding window): the last ``valid_fraction`` of the earlier evaluation rows
+is the validation slice (decision thresholds are chosen there), and the
+training rows before that slice are the fitting slice.
 
 Purge and embargo: a row's label depends on data up to ``t + horizon``. A row
 may sit in an earlier slice only if its label window ends at least
@@ -44,7 +47,8 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class Fold:
-    """Row positions (into the labelled frame) of one walk-forward fold."""
+    """One walk-forward fold: ``fit`` indexes the training rows, ``valid`` and
+    ``test`` the evaluation rows."""
 
     index: int
     fit: np.ndarray
@@ -53,12 +57,12 @@ class Fold:
     test_start: float
     test_end: float
 
-    def describe(self, ts: np.ndarray) -> dict[str, float | int]:
-        def span(rows: np.ndarray) -> tuple[float, float]:
+    def describe(self, ts_eval: np.ndarray, ts_train: np.ndarray) -> dict[str, float | int]:
+        def span(ts: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
             return (float(ts[rows].min()), float(ts[rows].max())) if len(rows) else (np.nan,) * 2
 
-        fit_start, fit_end = span(self.fit)
-        valid_start, valid_end = span(self.valid)
+        fit_start, fit_end = span(ts_train, self.fit)
+        valid_start, valid_end = span(ts_eval, self.valid)
         return {"fold": self.index, "n_fit": len(self.fit), "n_valid": len(self.valid),
                 "n_test": len(self.test), "fit_start": fit_start, "fit_end": fit_end,
                 "valid_start": valid_start, "valid_end": valid_end,
@@ -85,43 +89,62 @@ def block_edges(ts: np.ndarray, n_blocks: int) -> list[int]:
 
 
 def split_fit_valid(
-    past: np.ndarray, ts: np.ndarray, valid_fraction: float, horizon_s: float, embargo_s: float
+    past_eval: np.ndarray, ts_eval: np.ndarray, ts_train: np.ndarray, limit: float,
+    cfg: SplitConfig, horizon_s: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split time-ordered positions into a fitting slice and the validation slice
-    that follows it (the last ``valid_fraction`` of the rows), purged. Counting
-    rows rather than seconds keeps the slice meaningful across long recording gaps."""
-    if len(past) < 2:
-        return past[:0], past
-    cut = min(max(round(len(past) * (1.0 - valid_fraction)), 1), len(past) - 1)
-    valid_start = ts[past[cut]]
-    valid = past[ts[past] >= valid_start]
-    fit = purge_before(past[ts[past] < valid_start], ts, valid_start, horizon_s, embargo_s)
+    """The validation slice (the last ``valid_fraction`` of the evaluation rows in
+    ``past_eval``; counting rows, not seconds, keeps it meaningful across long
+    recording gaps) and the fitting slice before it (training rows, purged
+    against the validation start, and never later than ``limit``)."""
+    if len(past_eval) == 0:
+        empty = np.arange(0)
+        return purge_before(np.arange(len(ts_train)), ts_train, limit, horizon_s,
+                            cfg.embargo_s), empty
+    cut = min(round(len(past_eval) * (1.0 - cfg.valid_fraction)), len(past_eval) - 1)
+    valid_start = float(ts_eval[past_eval[cut]])
+    valid = past_eval[ts_eval[past_eval] >= valid_start]
+    boundary = min(valid_start, limit)
+    fit = purge_before(np.arange(len(ts_train)), ts_train, boundary, horizon_s, cfg.embargo_s)
     return fit, valid
 
 
-def walk_forward(ts: np.ndarray, cfg: SplitConfig, horizon_s: float) -> list[Fold]:
-    """Folds over labelled rows with time-sorted ``ts`` (epoch seconds)."""
+def _sorted(ts: np.ndarray) -> np.ndarray:
     ts = np.asarray(ts, dtype=np.float64)
     if np.any(np.diff(ts) < 0):
         raise ValueError("rows must be sorted by time")
-    edges = block_edges(ts, cfg.n_blocks)
-    positions = np.arange(len(ts))
+    return ts
+
+
+def walk_forward(
+    ts_eval: np.ndarray, cfg: SplitConfig, horizon_s: float, ts_train: np.ndarray | None = None
+) -> list[Fold]:
+    """Folds over time-sorted evaluation rows ``ts_eval`` (epoch seconds).
+
+    ``ts_train`` (time-sorted) are the rows models may learn from, which can be
+    a superset of the evaluation rows (default: the same rows). ``fit`` indexes
+    ``ts_train``; ``valid`` and ``test`` index ``ts_eval``."""
+    ts_eval = _sorted(ts_eval)
+    ts_train = ts_eval if ts_train is None else _sorted(ts_train)
+    edges = block_edges(ts_eval, cfg.n_blocks)
+    positions = np.arange(len(ts_eval))
     folds: list[Fold] = []
     for k in range(cfg.min_train_blocks, cfg.n_blocks):
         lo, hi = edges[k], edges[k + 1]
         if hi <= lo:
             continue
-        test = positions[lo:hi]
-        test_start = float(ts[lo])
-        past = purge_before(positions[:lo], ts, test_start, horizon_s, cfg.embargo_s)
-        fit, valid = split_fit_valid(past, ts, cfg.valid_fraction, horizon_s, cfg.embargo_s)
-        folds.append(Fold(len(folds), fit, valid, test, test_start, float(ts[hi - 1])))
+        test_start = float(ts_eval[lo])
+        past = purge_before(positions[:lo], ts_eval, test_start, horizon_s, cfg.embargo_s)
+        fit, valid = split_fit_valid(past, ts_eval, ts_train, test_start, cfg, horizon_s)
+        folds.append(Fold(len(folds), fit, valid, positions[lo:hi], test_start,
+                          float(ts_eval[hi - 1])))
     return folds
 
 
 def final_split(
-    ts: np.ndarray, cfg: SplitConfig, horizon_s: float
+    ts_eval: np.ndarray, cfg: SplitConfig, horizon_s: float, ts_train: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fitting and validation slices over all labelled rows, for the served model."""
-    return split_fit_valid(np.arange(len(ts)), np.asarray(ts, dtype=np.float64),
-                           cfg.valid_fraction, horizon_s, cfg.embargo_s)
+    """Fitting rows (into ``ts_train``) and the validation slice (into ``ts_eval``,
+    the most recent rows) for the served model."""
+    ts_eval = _sorted(ts_eval)
+    ts_train = ts_eval if ts_train is None else _sorted(ts_train)
+    return split_fit_valid(np.arange(len(ts_eval)), ts_eval, ts_train, np.inf, cfg, horizon_s)

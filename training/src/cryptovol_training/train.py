@@ -26,7 +26,7 @@ import numpy as np
 from cryptovol.artifacts import ArtifactMetadata, save_artifact
 from cryptovol.labels import LabelConfig
 from cryptovol_training import plots
-from cryptovol_training.dataset import FEATURES, Dataset, build_dataset, matrix
+from cryptovol_training.dataset import FEATURES, Dataset, RowPolicy, build_dataset, matrix
 from cryptovol_training.metrics import binary_metrics, choose_threshold
 from cryptovol_training.models import (
     DEFAULT_MODELS,
@@ -56,6 +56,7 @@ class TrainConfig:
     models: tuple[str, ...] = DEFAULT_MODELS
     label: LabelConfig = field(default_factory=LabelConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    policy: RowPolicy = field(default_factory=RowPolicy)
     seed: int = 0
     version: str = "v1.0"
     track: bool = True
@@ -131,9 +132,11 @@ def build_report(cfg: TrainConfig, ds: Dataset, wf: WalkForwardResult,
         "dataset": ds.summary(),
         "files": [Path(f).name for f in ds.files],
         "label": cfg.label.to_dict(),
+        "row_policy": asdict(cfg.policy),
         "split": cfg.split.to_dict(),
         "seed": cfg.seed,
         "features": list(FEATURES),
+        "model_features": {m: list(MODEL_SPECS[m].features) for m in cfg.models},
         "folds": wf.folds,
         "models": {
             name: {"overall": ev.overall, "folds": ev.folds,
@@ -148,41 +151,47 @@ def build_report(cfg: TrainConfig, ds: Dataset, wf: WalkForwardResult,
 
 def _fit_final(cfg: TrainConfig, ds: Dataset, report: dict[str, Any], out: Path,
                champion: str | None) -> dict[str, ArtifactMetadata]:
-    rows = ds.rows
-    ts = rows["ts"].to_numpy()
-    fit, valid = final_split(ts, cfg.split, cfg.label.horizon_s)
-    X_raw = matrix(rows, FEATURES)
-    y = rows["spike"].to_numpy(dtype=np.int64)
-    fill = imputation_values(X_raw[fit], FEATURES)
-    X = impute(X_raw, FEATURES, fill)
+    eval_rows, train_rows = ds.eval_rows, ds.train_rows
+    fit, valid = final_split(eval_rows["ts"].to_numpy(), cfg.split, cfg.label.horizon_s,
+                             train_rows["ts"].to_numpy())
+    X_train_raw = matrix(train_rows, FEATURES)
+    y_train = train_rows["train_spike"].to_numpy(dtype=np.int64)
+    fill = imputation_values(X_train_raw[fit], FEATURES)
+    X_train = impute(X_train_raw, FEATURES, fill)
+    X_valid = impute(matrix(eval_rows, FEATURES), FEATURES, fill)[valid]
+    y_valid = eval_rows["spike"].to_numpy(dtype=np.int64)[valid]
+    column = {f: j for j, f in enumerate(FEATURES)}
     common = {
-        "imputation": fill,
         "training_data_fingerprint": ds.fingerprint,
         "label": cfg.label.to_dict(),
+        "row_policy": asdict(cfg.policy),
         "git_sha": report.get("git_sha"),
         "dataset": report["dataset"],
         "split": cfg.split.to_dict(),
         "seed": cfg.seed,
         "fit_rows": len(fit),
         "validation_rows": len(valid),
+        "fit_end": _iso_ts(train_rows["ts"].to_numpy()[fit]),
     }
     written: dict[str, ArtifactMetadata] = {}
     for name in [*cfg.models, ZSCORE]:
         if name == ZSCORE:
-            model: Any = fit_zscore(X_raw[fit], FEATURES)
+            model: Any = fit_zscore(X_train_raw[fit], FEATURES)
             features = model.inputs()
-            valid_p = model.score(X[valid][:, [FEATURES.index(f) for f in features]], features)
+            cols = [column[f] for f in features]
+            valid_p = model.score(X_valid[:, cols], features)
             variant, description = "baseline", (
                 "z-score rule: Phi((log vol_ratio_60_300 - mu) / sigma), mu and sigma from the "
                 "fitting rows")
         else:
-            model = fit_model(name, X[fit], y[fit], cfg.seed)
-            features = list(FEATURES)
-            valid_p = model.predict_proba(X[valid])[:, 1]
+            features = list(MODEL_SPECS[name].features)
+            cols = [column[f] for f in features]
+            model = fit_model(name, X_train[np.ix_(fit, cols)], y_train[fit], cfg.seed)
+            valid_p = model.predict_proba(X_valid[:, cols])[:, 1]
             variant, description = "ml", MODEL_SPECS[name].description
-        threshold = choose_threshold(y[valid], valid_p)
+        threshold = choose_threshold(y_valid, valid_p)
         metrics = {
-            "validation": binary_metrics(y[valid], valid_p, threshold),
+            "validation": binary_metrics(y_valid, valid_p, threshold),
             "walk_forward": report["models"][name]["overall"],
             "walk_forward_folds": report["models"][name]["folds"],
             "persistence_walk_forward": report["models"][PERSISTENCE]["overall"],
@@ -191,10 +200,16 @@ def _fit_final(cfg: TrainConfig, ds: Dataset, report: dict[str, Any], out: Path,
         written[name] = save_artifact(
             out / name, model, version=f"{cfg.version}-{name}", variant=variant,
             features=features, threshold=threshold, metrics=_clean(metrics),
-            description=description, champion=(name == champion),
-            **{**common, "imputation": {f: fill[f] for f in features}},
+            imputation={f: fill[f] for f in features}, description=description,
+            champion=(name == champion), **common,
         )
     return written
+
+
+def _iso_ts(ts: np.ndarray) -> str | None:
+    if not len(ts):
+        return None
+    return datetime.fromtimestamp(float(ts.max()), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _track(cfg: TrainConfig, result: TrainResult, plot_files: list[Path]) -> None:
@@ -205,11 +220,13 @@ def _track(cfg: TrainConfig, result: TrainResult, plot_files: list[Path]) -> Non
     with tracker.start_run("train", tags=tags) as run:
         tracker.log_params({
             **{f"label.{k}": v for k, v in cfg.label.to_dict().items()},
+            **{f"rows.{k}": v for k, v in asdict(cfg.policy).items()},
             **{f"split.{k}": v for k, v in cfg.split.to_dict().items()},
             "seed": cfg.seed, "models": ",".join(cfg.models), "version": cfg.version,
             "features": ",".join(FEATURES), "n_features": len(FEATURES),
             "dataset.fingerprint": result.dataset["fingerprint"],
             "dataset.rows": result.dataset["rows"], "dataset.files": result.dataset["files"],
+            "dataset.train_rows": result.dataset["train_rows"],
             "git_sha": report.get("git_sha"), "champion": result.champion,
             "challenger": result.challenger,
             **{f"model.{m}": MODEL_SPECS[m].description for m in cfg.models},
@@ -238,14 +255,15 @@ def _track(cfg: TrainConfig, result: TrainResult, plot_files: list[Path]) -> Non
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    ds = build_dataset(cfg.data, cfg.label, progress=cfg.progress)
-    rows = ds.rows
+    ds = build_dataset(cfg.data, cfg.label, progress=cfg.progress, policy=cfg.policy)
+    eval_rows, train_rows = ds.eval_rows, ds.train_rows
     summary = ds.summary()
-    log.info("dataset built", extra=summary)
-    if len(rows) < 100 or rows["spike"].sum() == 0:
+    log.info("dataset built", extra={"dataset": summary})
+    if len(eval_rows) < 100 or eval_rows["spike"].sum() == 0:
         raise ValueError(f"not enough labelled rows to train: {summary}")
-    folds = walk_forward(rows["ts"].to_numpy(), cfg.split, cfg.label.horizon_s)
-    wf = run_walk_forward(rows, FEATURES, folds, cfg.models, seed=cfg.seed,
+    folds = walk_forward(eval_rows["ts"].to_numpy(), cfg.split, cfg.label.horizon_s,
+                         train_rows["ts"].to_numpy())
+    wf = run_walk_forward(eval_rows, train_rows, folds, cfg.models, seed=cfg.seed,
                           progress=cfg.progress)
     champion, challenger = pick_champion(wf, cfg.models)
     report = build_report(cfg, ds, wf, champion, challenger)

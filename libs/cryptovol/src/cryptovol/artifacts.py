@@ -369,10 +369,12 @@ def save_artifact(
         payload = (json.dumps(model.to_dict(), indent=2, sort_keys=True) + "\n").encode()
         model_type = model_type or "zscore-rule"
     else:
+        import zipfile
+
         import skops.io as sio
 
         fmt, model_file = "skops", SKOPS_FILE
-        payload = sio.dumps(model)
+        payload = sio.dumps(model, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
         model_type = model_type or type(model).__name__
     for stale in (SKOPS_FILE, RULE_FILE):
         if stale != model_file:
