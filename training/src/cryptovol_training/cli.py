@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from cryptovol.artifacts import ArtifactError
 from cryptovol.labels import LabelConfig
 from cryptovol.logs import configure_logging
 from cryptovol.settings import ServiceSettings
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "register":
             return _register(args, settings)
         return _train(args, settings)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ArtifactError) as exc:
         log.error("cryptovol-train failed: %s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 2
