@@ -133,6 +133,12 @@ def start_server(mode: str, port: int, log: object) -> subprocess.Popen:
     raise RuntimeError(f"{mode} server did not become ready")
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -264,9 +270,17 @@ def run_scenario(
         proc = start_server(mode, port, log)
         try:
             seq = asyncio.run(sequential(url, bodies(rows, per_request, n_seq), bodies(rows, 1, 1)))
+            server_cpu, client_cpu = cpu_seconds(proc.pid), time.process_time()
             loaded = asyncio.run(open_loop(url, bodies(rows, per_request, count), rate))
+            server_cpu = cpu_seconds(proc.pid) - server_cpu
+            client_cpu = time.process_time() - client_cpu
         finally:
             stop_server(proc)
+    # CPU per answered request does not depend on what else runs on the machine:
+    # it says how many requests/s one core could serve
+    done = max(1, loaded["ok"])
+    loaded["server_cpu_ms_per_request"] = round(server_cpu * 1000 / done, 3)
+    loaded["client_cpu_ms_per_request"] = round(client_cpu * 1000 / done, 3)
     loaded.update(rows_per_request=per_request, target_rps=rate)
     loaded["rows_per_s"] = round(loaded["achieved_rps"] * per_request, 1)
     return {"sequential": seq, "open_loop": loaded}
@@ -281,7 +295,8 @@ def run_mode(mode: str, rows: list[dict], quick: bool) -> dict:
             f"{mode:10s} {name:11s} {rate:4d} req/s: p50 {loaded['latency_ms'].get('p50')}"
             f" p99 {loaded['latency_ms'].get('p99')} ms, {loaded['achieved_rps']} req/s"
             f" ok {loaded['ok']}/{loaded['requests']}; sequential p50"
-            f" {seq['latency_ms'].get('p50')} ms",
+            f" {seq['latency_ms'].get('p50')} ms; server CPU"
+            f" {loaded['server_cpu_ms_per_request']} ms/request",
             flush=True,
         )
     return results
