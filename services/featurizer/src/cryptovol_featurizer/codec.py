@@ -10,6 +10,7 @@ the schema's and nothing else.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import NamedTuple
 
 import orjson
@@ -83,9 +84,15 @@ def tick_in(tick: RawTick) -> TickIn:
                   tick.best_bid_quantity, tick.best_ask_quantity)
 
 
+@lru_cache(maxsize=1024)
+def _whole_second(seconds: int) -> str:
+    return (_EPOCH + timedelta(seconds=seconds)).isoformat()
+
+
 def format_micros(us: int) -> str:
     """RFC 3339 UTC with microseconds and ``Z``, like :func:`cryptovol.schemas.format_ts`."""
-    return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds") + "Z"
+    seconds, micros = divmod(us, 1_000_000)
+    return f"{_whole_second(seconds)}.{micros:06d}Z"
 
 
 def row_json(tick: TickIn, res: StepResult) -> bytes:

@@ -1,10 +1,11 @@
 """The featurizer loop: ticks.raw -> window state -> ticks.features (+ Parquet).
 
 Per polled batch: parse each tick (malformed ones are dead-lettered), update
-the window state of its partition, produce the rows to emit, wait for every
-produced row and dead letter to be acknowledged, hand the rows to the Parquet
-sink, and only then commit the batch's offsets (with the sink enabled, commits
-wait for the rows to be in a file). After a crash, rows after the last commit
+the window state of its partition and produce the rows to emit. Once every
+produced row and dead letter of a batch is acknowledged, its rows go to the
+Parquet sink and its offsets become committable; they are committed then (with
+the sink enabled, once the rows are in a file). A few batches may wait for
+acknowledgements while later ones are processed. After a crash, rows after the last commit
 are produced again, identical, with the same ``record_id``.
 
 Window state is kept per partition. A partition gained in a rebalance (or after
@@ -16,13 +17,14 @@ on how many replicas ran or when they restarted.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from cryptovol.features import FeatureEngine, StepResult
@@ -38,6 +40,9 @@ from cryptovol_featurizer.settings import FeaturizerSettings
 from cryptovol_featurizer.sink import ParquetSink
 
 log = get_logger(__name__)
+
+
+MAX_IN_FLIGHT = 4  # polled batches waiting for acknowledgements at most
 
 
 class ProduceFailed(RuntimeError):
@@ -75,6 +80,28 @@ class PartitionState:
         if res is not None and self.throttle.emit(tick.product_id, res.time_us):
             return res
         return None
+
+
+@dataclass
+class _Batch:
+    """One polled batch between producing its rows and committing its offsets."""
+
+    generation: int = 0  # of the assignment it was polled under
+    progress: dict[TopicPartition, int] = field(default_factory=dict)  # next offsets
+    futures: list[Any] = field(default_factory=list)
+    emitted: list[tuple[TickIn, StepResult]] = field(default_factory=list)
+    consumed: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    out_of_order: Counter[str] = field(default_factory=Counter)
+    _checked: int = 0
+
+    def acknowledged(self) -> bool:
+        futures = self.futures
+        while self._checked < len(futures):
+            if not futures[self._checked].is_done:
+                return False
+            self._checked += 1
+        return True
 
 
 @dataclass
@@ -118,6 +145,9 @@ class Featurizer:
         self.committed: dict[TopicPartition, int] = {}
         self.stats = Stats()
         self._next_lag_at = 0.0
+        self._routes: dict[str, tuple[bytes, int]] = {}
+        self._in_flight: deque[_Batch] = deque()
+        self._generation = 0
 
     # -- group membership ------------------------------------------------------
     def subscribe(self) -> None:
@@ -132,21 +162,26 @@ class Featurizer:
 
         self.consumer.subscribe([self.settings.topic_raw], listener=Listener())
 
+    # The client runs these callbacks on its network thread, where blocking calls
+    # (commit, flush) are refused: they only mark state. Rows settled later for a
+    # partition that was revoked meanwhile still count and reach the sink, but
+    # their offsets are left to the partition's next owner, which replays them
+    # (at least once: identical rows, same record ids).
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        # every polled batch is complete before the next poll, so only the sink
-        # may still hold rows whose offsets are not committed
-        self._flush_sink_and_commit(force=True)
         for tp in revoked:
             self.partitions.pop(tp, None)
             self.processed.pop(tp, None)
             self.committed.pop(tp, None)
         self.assigned -= revoked
+        self._generation += 1
         log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in revoked)})
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._routes.clear()  # partition counts may have changed
         for tp in assigned:  # rebuilt lazily, from the first record this replica sees
             self.partitions.pop(tp, None)
         self.assigned |= assigned
+        self._generation += 1
         log.info("partitions assigned",
                  extra={"partitions": sorted(p.partition for p in assigned)})
 
@@ -165,16 +200,17 @@ class Featurizer:
         self.close()
 
     def step(self) -> int:
-        """Poll once and process the batch end to end; returns records handled."""
+        """Poll once, process the batch, produce its rows; settle the batches whose
+        rows are all acknowledged (metrics, Parquet, offsets). Up to
+        ``MAX_IN_FLIGHT`` batches wait for acknowledgements while later ones are
+        processed, so the broker's round trip does not stall the loop. Returns the
+        records polled."""
         batch = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
                                    max_records=self.settings.poll_max_records)
         self.stats.last_loop_at = self._clock()
-        emitted: list[tuple[TickIn, StepResult]] = []
-        futures: list[Any] = []
-        consumed: Counter[str] = Counter()
-        dropped: Counter[str] = Counter()
-        out_of_order: Counter[str] = Counter()
-        progress: dict[TopicPartition, int] = {}
+        pending = _Batch(generation=self._generation)
+        futures, emitted = pending.futures, pending.emitted
+        dropped, out_of_order, consumed = pending.dropped, pending.out_of_order, pending.consumed
         topic_out = self.settings.topic_features
         send = self.producer.send
         for tp, records in batch.items():
@@ -201,21 +237,56 @@ class Featurizer:
                 elif outcome == OUT_OF_ORDER:
                     out_of_order[tick.product_id] += 1
                 if res is not None:
-                    futures.append(send(topic_out, key=tick.product_id.encode(),
-                                        value=row_json(tick, res)))
+                    key, partition = self._route(tick.product_id)
+                    futures.append(send(topic_out, key=key, value=row_json(tick, res),
+                                        partition=partition))
                     emitted.append((tick, res))
-            progress[tp] = records[-1].offset + 1
-        if progress:
-            self._await_acks(futures)
-            self.processed.update(progress)
-            self._account(emitted, consumed, dropped, out_of_order)
-            if self.sink is not None:
-                self.sink.add(emitted)
+            pending.progress[tp] = records[-1].offset + 1
+        if pending.progress:
+            self._in_flight.append(pending)
+        self._settle(wait=len(self._in_flight) > MAX_IN_FLIGHT)
         self._flush_sink_and_commit()
         self._update_lag()
         return sum(len(r) for r in batch.values())
 
+    def _settle(self, wait: bool) -> None:
+        """Account for the oldest batches whose rows are all acknowledged; with
+        ``wait``, flush the producer first so that every batch is."""
+        if wait and self._in_flight:
+            try:
+                self.producer.flush(timeout=self.settings.produce_timeout_s)
+            except KafkaError as exc:
+                raise ProduceFailed(f"flush: {exc!r}") from exc
+        while self._in_flight:
+            pending = self._in_flight[0]
+            if not pending.acknowledged():
+                if wait:
+                    raise ProduceFailed("not acknowledged in time")
+                return
+            failed = [f for f in pending.futures if f.failed()]
+            if failed:
+                raise ProduceFailed(f"{len(failed)} of {len(pending.futures)} records failed: "
+                                    f"{failed[0].exception!r}")
+            self._in_flight.popleft()
+            if pending.generation == self._generation:  # else: revoked meanwhile
+                self.processed.update(pending.progress)
+            self._account(pending)
+            if self.sink is not None:
+                self.sink.add(pending.emitted)
+
     # -- pieces ----------------------------------------------------------------
+    def _route(self, product_id: str) -> tuple[bytes, int]:
+        """Key and partition of a product's rows: what the default partitioner
+        computes for the key, cached (its pure-Python murmur2 costs more than the
+        rest of a send)."""
+        route = self._routes.get(product_id)
+        if route is None:
+            key = product_id.encode()
+            partitions = sorted(self.producer.partitions_for(self.settings.topic_features))
+            route = (key, partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)])
+            self._routes[product_id] = route
+        return route
+
     def _rebuild(self, tp: TopicPartition, first: Any, tick: TickIn) -> PartitionState:
         started = self._clock()
         state = PartitionState(FeatureEngine(self.config), Throttle(self.settings.emit_interval_ms))
@@ -247,34 +318,23 @@ class Featurizer:
         return self.producer.send(self.settings.topic_raw + DLQ_SUFFIX, key=record.key,
                                   value=record.value or b"", headers=headers)
 
-    def _await_acks(self, futures: list[Any]) -> None:
-        try:
-            self.producer.flush(timeout=self.settings.produce_timeout_s)
-        except KafkaError as exc:
-            raise ProduceFailed(f"flush: {exc!r}") from exc
-        failed = [f for f in futures if not f.is_done or f.failed()]
-        if failed:
-            first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
-            raise ProduceFailed(f"{len(failed)} of {len(futures)} records failed: {first!r}")
-
-    def _account(self, emitted: list[tuple[TickIn, StepResult]], consumed: Counter[str],
-                 dropped: Counter[str], out_of_order: Counter[str]) -> None:
+    def _account(self, pending: _Batch) -> None:
         now_us = time.time() * 1e6
         per_product: Counter[str] = Counter()
         observe = metrics.PROCESSING_LAG.observe
-        for tick, _res in emitted:
+        for tick, _res in pending.emitted:
             per_product[tick.product_id] += 1
             observe(max(0.0, (now_us - tick.event_us) / 1e6))
         for product, n in per_product.items():
             metrics.ROWS_EMITTED.labels(product).inc(n)
-        for product, n in consumed.items():
+        for product, n in pending.consumed.items():
             metrics.TICKS_CONSUMED.labels(product).inc(n)
-        for reason, n in dropped.items():
+        for reason, n in pending.dropped.items():
             metrics.TICKS_DROPPED.labels(reason).inc(n)
-        for product, n in out_of_order.items():
+        for product, n in pending.out_of_order.items():
             metrics.OUT_OF_ORDER.labels(product).inc(n)
-        self.stats.consumed += sum(consumed.values())
-        self.stats.emitted += len(emitted)
+        self.stats.consumed += sum(pending.consumed.values())
+        self.stats.emitted += len(pending.emitted)
 
     def _flush_sink_and_commit(self, force: bool = False) -> None:
         if self.sink is not None:
@@ -303,6 +363,7 @@ class Featurizer:
         self.stats.last_error = reason
         log.error("produce failed; replaying from the last acknowledged offsets",
                   extra={"error": reason})
+        self._in_flight.clear()  # replayed below; their rows may appear twice
         self.shutdown.wait(1.0)
         try:
             self._flush_sink_and_commit(force=True)
@@ -334,6 +395,10 @@ class Featurizer:
             log.debug("lag update failed", extra={"error": repr(exc)})
 
     def close(self) -> None:
+        try:
+            self._settle(wait=True)
+        except ProduceFailed as exc:
+            log.warning("rows unacknowledged at shutdown", extra={"error": str(exc)})
         self._flush_sink_and_commit(force=True)
 
     def health(self) -> tuple[bool, dict]:

@@ -1,0 +1,311 @@
+"""Featurizer throughput. Writes bench/results/featurizer.json.
+
+1. library: ``FeatureEngine.step`` (and ``update`` with RawTick -> FeatureRow)
+   over the bundled recordings, ticks per CPU-second of one core;
+2. naive: the original approach in the same run, recomputing every feature
+   with pandas over a buffer of the last 300 s on every tick (on a slice of
+   the same ticks; its values are checked against the engine's);
+3. stability: a multi-million-tick run of one segment, compared at checkpoints
+   with ``math.fsum`` over the window (max relative error);
+4. service: the featurizer loop over a real local Kafka broker (started here),
+   draining a backlog of ticks: parse, features, produce, acknowledge, Parquet,
+   commit. Per-tick rows, and rows throttled to one per product per second.
+
+Targets: library >= 100,000 ticks/s and >= 100x naive; service >= 20,000 ticks/s.
+The machine may be shared: the load average is recorded beside the numbers.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryptovol.broker import LocalBroker
+from cryptovol.features import FEATURE_NAMES, FeatureEngine, to_micros
+from cryptovol.features.reference import Tick, _features
+from cryptovol.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.logs import configure_logging
+from cryptovol.obs import Shutdown
+from cryptovol.recordings import open_recordings, read_ticks
+from cryptovol.schemas import RawTick, to_json_bytes
+from cryptovol_featurizer.main import tune_gc
+from cryptovol_featurizer.service import Featurizer
+from cryptovol_featurizer.settings import FeaturizerSettings
+from cryptovol_featurizer.sink import ParquetSink
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "featurizer.json"
+DATA = REPO / "data" / "coinbase-ticker"
+TARGETS = {"library_ticks_per_s": 100_000, "speedup_vs_naive": 100, "service_ticks_per_s": 20_000}
+LIBRARY_TICKS = 600_000  # at least this many engine updates per measurement
+NAIVE_TICKS = 400
+STABILITY_TICKS = 3_000_000
+SERVICE_PRODUCTS = ("BTC-USD", "XRP-USD", "ETH-USD")  # one per partition of three
+
+
+def args_of(ticks: list[RawTick]) -> list[tuple]:
+    return [(t.product_id, t.record_id, to_micros(t.event_time), t.price, t.best_bid, t.best_ask,
+             t.best_bid_quantity, t.best_ask_quantity, to_micros(t.receive_time)) for t in ticks]
+
+
+def timed(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+# -- 1. library ---------------------------------------------------------------------
+def bench_library(ticks: list[RawTick]) -> dict:
+    args = args_of(ticks)
+    rounds = max(1, math.ceil(LIBRARY_TICKS / len(args)))
+
+    def run_steps() -> None:
+        for _ in range(rounds):
+            step = FeatureEngine().step
+            for a in args:
+                step(*a)
+
+    def run_updates() -> None:
+        update = FeatureEngine().update
+        for t in ticks:
+            update(t)
+
+    results = {}
+    for name, fn, n in (("step", run_steps, rounds * len(args)),
+                        ("update_rawtick_to_featurerow", run_updates, len(ticks))):
+        samples = [timed(fn) for _ in range(3)]
+        wall = min(s[0] for s in samples)
+        cpu = min(s[1] for s in samples)
+        results[name] = {"ticks": n, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+                         "ticks_per_s_wall": round(n / wall), "ticks_per_cpu_s": round(n / cpu),
+                         "us_per_tick_cpu": round(cpu / n * 1e6, 2)}
+    return results
+
+
+# -- 2. naive -----------------------------------------------------------------------
+def naive_features(buffer: deque, t: int) -> dict[str, float]:
+    """Every feature from scratch with pandas over the buffer, as the original did."""
+    df = pd.DataFrame(list(buffer), columns=["t", "price", "bid", "ask", "bq", "aq"])
+    r = np.log(df["price"] / df["price"].shift(1))
+    spread = (df["ask"] - df["bid"]) / ((df["ask"] + df["bid"]) / 2) * 1e4
+    imb = (df["bq"] - df["aq"]) / (df["bq"] + df["aq"])
+    out: dict[str, float] = {}
+    for w in (30, 60, 300):
+        inside = df["t"] > t - w * 1_000_000
+        win = df[inside]
+        rw = r[inside].dropna()
+        before = df[~inside]
+        ref = before["price"].iloc[-1] if len(before) else df["price"].iloc[0]
+        out[f"rv_{w}s"] = math.sqrt((rw**2).sum())
+        pairs = (rw.abs() * r.abs().shift(1)[inside]).dropna()
+        out[f"bpv_{w}s"] = math.sqrt(math.pi / 2 * pairs.sum())
+        out[f"logret_{w}s"] = math.log(df["price"].iloc[-1] / ref)
+        out[f"parkinson_{w}s"] = math.log(win["price"].max() / win["price"].min()) / (
+            2 * math.sqrt(math.log(2)))
+        out[f"n_{w}s"] = float(len(win))
+        out[f"spread_bps_{w}s"] = float(spread[inside].mean())
+        out[f"imbalance_{w}s"] = float(imb[inside].mean())
+        if w == 60:
+            out["n"] = float(len(rw))
+            out["ret_mean"] = float(rw.mean()) if len(rw) else math.nan
+            out["ret_std"] = float(rw.std()) if len(rw) > 1 else math.nan
+    for a in (30, 60):
+        out[f"vol_ratio_{a}_300"] = (out[f"rv_{a}s"] / out["rv_300s"] * math.sqrt(300 / a)
+                                     if out["rv_300s"] > 0 else math.nan)
+    out["dt_prev"] = (t - buffer[-2][0]) / 1e6 if len(buffer) > 1 else math.nan
+    return out
+
+
+def bench_naive(ticks: list[RawTick]) -> dict:
+    """On a gap-free stretch, where the buffer is the segment and the windows are full."""
+    all_times = [to_micros(t.event_time) for t in ticks]
+    need, start = 2500 + NAIVE_TICKS, 0
+    for k in range(1, len(ticks)):
+        if not 0 < all_times[k] - all_times[k - 1] <= 10_000_000:
+            start = k
+        elif k - start + 1 >= need:
+            break
+    stretch = ticks[start: start + need]
+    times = all_times[start: start + need]
+    engine = FeatureEngine()
+    engine_rows = [engine.step_tick(t) for t in stretch][-NAIVE_TICKS:]
+    buffer: deque = deque()
+    rows = []
+    for k, tick in enumerate(stretch):
+        t = times[k]
+        buffer.append((t, tick.price, tick.best_bid, tick.best_ask, tick.best_bid_quantity,
+                       tick.best_ask_quantity))
+        while len(buffer) > 3 and buffer[2][0] <= t - 300_000_000:
+            buffer.popleft()  # keep two ticks before the longest window (bipower)
+        if k == len(stretch) - NAIVE_TICKS:
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+        if k >= len(stretch) - NAIVE_TICKS:
+            rows.append(naive_features(buffer, t))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    worst = 0.0
+    for res, naive in zip(engine_rows, rows, strict=True):
+        for name, value in zip(FEATURE_NAMES, res.values, strict=True):
+            if name == "n" or not math.isfinite(value):
+                continue
+            worst = max(worst, abs(value - naive[name]) / max(abs(value), 1e-300))
+    return {"ticks": NAIVE_TICKS, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "ticks_per_s_wall": round(NAIVE_TICKS / wall, 1),
+            "ticks_per_cpu_s": round(NAIVE_TICKS / cpu, 1),
+            "ms_per_tick_cpu": round(cpu / NAIVE_TICKS * 1e3, 2),
+            "buffer_ticks": len(buffer),
+            "max_rel_diff_vs_engine": worst}
+
+
+# -- 3. stability -------------------------------------------------------------------
+def bench_stability() -> dict:
+    """One long segment: quiet moves, flat stretches and +-25 % jumps, 10 ticks/s."""
+    engine = FeatureEngine()
+    step = engine.step
+    spacing = 100_000
+    t0 = 1_764_000_000_000_000
+    checkpoints = set(range(STABILITY_TICKS - 20_000, STABILITY_TICKS, 3_999))
+    window: deque = deque(maxlen=3_003)
+    worst = 0.0
+    p = 50_000.0
+    zero_ok = True
+    cpu = 0.0
+    wall = time.perf_counter()
+    for k in range(STABILITY_TICKS):
+        phase = k % 6000
+        if phase == 0:
+            p *= 1.25 if (k // 6000) % 2 else 0.8
+        elif phase < 3000:
+            p *= 1.0 + (1e-7 if k % 3 else -1e-7)
+        t = t0 + k * spacing
+        c0 = time.process_time()
+        res = step("BTC-USD", str(k), t, p, p * 0.99999, p * 1.00001, 1.0, 2.0)
+        cpu += time.process_time() - c0
+        window.append(Tick("BTC-USD", str(k), t, p, p * 0.99999, p * 1.00001, 1.0, 2.0))
+        if k in checkpoints:
+            want = _features([(tk, tk.t) for tk in window])
+            for name, value in zip(FEATURE_NAMES, res.values, strict=True):
+                if name.startswith("n") or not math.isfinite(want[name]):
+                    continue
+                if want[name] != value:
+                    worst = max(worst, abs(value - want[name]) / max(abs(want[name]), 1e-300))
+            if phase > 3300:
+                zero_ok &= res.values[0] == 0.0
+    return {"ticks": STABILITY_TICKS, "checkpoints": len(checkpoints),
+            "max_rel_error_vs_fsum": worst, "rv_30s_exactly_zero_when_flat": zero_ok,
+            "wall_s_total": round(time.perf_counter() - wall, 1),
+            "ticks_per_cpu_s": round(STABILITY_TICKS / cpu)}
+
+
+# -- 4. service ---------------------------------------------------------------------
+def relabel(ticks: list[RawTick], product: str) -> list[RawTick]:
+    return [t.model_copy(update={"product_id": product,
+                                 "record_id": product + t.record_id[len(t.product_id):]})
+            for t in ticks]
+
+
+def bench_service(bootstrap: str, ticks: list[RawTick], scratch: Path) -> list[dict]:
+    run = uuid.uuid4().hex[:8]
+    base = FeaturizerSettings(kafka_bootstrap_servers=bootstrap, topic_raw=f"bench.raw.{run}",
+                              kafka_partitions=3, log_level="WARNING")
+    ensure_topics(base, [base.topic_raw])
+    streams = [relabel(ticks, p) for p in SERVICE_PRODUCTS]
+    everything = [t for group in zip(*streams, strict=True) for t in group]
+    producer = make_producer(base)
+    started = time.perf_counter()
+    for tick in everything:
+        producer.send(base.topic_raw, key=tick.product_id.encode(), value=to_json_bytes(tick))
+    producer.flush(timeout=120)
+    producer.close()
+    produced_s = time.perf_counter() - started
+
+    results = []
+    for label, interval in (("row per tick", 0), ("one row per product per second", 1000)):
+        settings = base.model_copy(update={
+            "topic_features": f"bench.features.{run}.{interval}",
+            "consumer_group": f"bench-{run}-{interval}", "emit_interval_ms": interval})
+        ensure_topics(settings, [settings.topic_features])
+        shutdown = Shutdown(install=False)
+        consumer = make_consumer(settings, settings.consumer_group,
+                                 max_poll_records=settings.poll_max_records)
+        out = make_producer(settings)
+        reader = make_consumer(settings, None)
+        sink = ParquetSink(scratch / f"stream-{interval}", settings.parquet_max_rows,
+                           settings.parquet_flush_s)
+        service = Featurizer(settings, consumer, out, reader, shutdown, sink)
+        service.subscribe()
+        tune_gc()  # as the service does
+        first_at = None
+        cpu0 = time.process_time()
+        deadline = time.monotonic() + 600
+        while service.stats.consumed < len(everything) and time.monotonic() < deadline:
+            handled = service.step()
+            if handled and first_at is None:
+                first_at, cpu0 = time.perf_counter(), time.process_time()
+        service.close()
+        wall = time.perf_counter() - (first_at or time.perf_counter())
+        cpu = time.process_time() - cpu0
+        consumer.close(autocommit=False)
+        reader.close()
+        out.close()
+        results.append({
+            "emit": label, "ticks": service.stats.consumed, "rows": service.stats.emitted,
+            "wall_s": round(wall, 2), "ticks_per_s": round(service.stats.consumed / wall),
+            "rows_per_s": round(service.stats.emitted / wall),
+            "cpu_s": round(cpu, 2), "ticks_per_cpu_s": round(service.stats.consumed / cpu),
+            "parquet_files": sink.files_written, "partitions": 3,
+            "products": len(SERVICE_PRODUCTS)})
+    results.append({"producer_backlog_ticks_per_s": round(len(everything) / produced_s)})
+    return results
+
+
+def main() -> int:
+    configure_logging("featurizer-bench", "WARNING")
+    ticks = list(read_ticks(open_recordings([DATA])))
+    load_before = os.getloadavg()
+    report: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "load_avg_before": load_before},
+        "targets": TARGETS,
+        "recorded_ticks": len(ticks),
+    }
+    print("library ...", flush=True)
+    report["library"] = bench_library(ticks)
+    print("naive pandas-over-a-buffer ...", flush=True)
+    report["naive"] = bench_naive(ticks)
+    lib = report["library"]["step"]["ticks_per_cpu_s"]
+    report["speedup_vs_naive"] = round(lib / report["naive"]["ticks_per_cpu_s"])
+    print("stability ...", flush=True)
+    report["stability"] = bench_stability()
+    print("service through a real broker ...", flush=True)
+    gc.collect()
+    with LocalBroker() as broker, tempfile.TemporaryDirectory() as scratch:
+        report["service"] = bench_service(broker.bootstrap, ticks, Path(scratch))
+    report["machine"]["load_avg_after"] = os.getloadavg()
+    service_best = max(r.get("ticks_per_s", 0) for r in report["service"])
+    per_tick = report["service"][0]["ticks_per_s"]
+    report["met"] = {
+        "library_ticks_per_s": lib >= TARGETS["library_ticks_per_s"],
+        "speedup_vs_naive": report["speedup_vs_naive"] >= TARGETS["speedup_vs_naive"],
+        "service_ticks_per_s (row per tick)": per_tick >= TARGETS["service_ticks_per_s"],
+        "service_ticks_per_s (best)": service_best >= TARGETS["service_ticks_per_s"],
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
