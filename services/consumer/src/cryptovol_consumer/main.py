@@ -3,6 +3,7 @@ the predictions in ``predictions.log``."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from kafka.errors import KafkaError
@@ -50,6 +51,8 @@ def _connect(settings: ConsumerSettings, shutdown: Shutdown) -> tuple[object, ob
 def main() -> None:
     settings = ConsumerSettings()
     configure_logging(settings.service_name, settings.log_level)
+    for chatty in ("httpx", "httpcore"):  # one line per /predict call otherwise
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     shutdown = Shutdown()
     service: PredictionService | None = None
     started = time.monotonic()
