@@ -101,6 +101,8 @@ def test_metrics_count_rows_spikes_and_scores(client: TestClient) -> None:
         (b'{"rows":[{"n":Infinity}]}', ["body", "rows", 0, "n"], "finite_number"),
         (b'{"rows":[{"n":-Infinity}]}', ["body", "rows", 0, "n"], "finite_number"),
         (b'{"rows":[{"n":1e999}]}', ["body", "rows", 0, "n"], "finite_number"),
+        (b'{"rows":[{"n":1e300}]}', ["body", "rows", 0, "n"], "less_than_equal"),
+        (b'{"rows":[{"n":1},{"n":-2e30}]}', ["body", "rows", 1, "n"], "greater_than_equal"),
         (b'{"rows":[{"n":"50"}]}', ["body", "rows", 0, "n"], "float_type"),
         (b'{"rows":[{"n":true}]}', ["body", "rows", 0, "n"], "float_type"),
         (b'{"rows":[{"n":[1]}]}', ["body", "rows", 0, "n"], "float_type"),

@@ -7,8 +7,13 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 # A feature value: a finite JSON number, or null for "missing, impute it".
-# Strict: strings and booleans are wrong types, not numbers in disguise.
-FeatureValue = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# Strict: strings and booleans are wrong types, not numbers in disguise. The
+# bound keeps every value representable where models compute in float32
+# (scikit-learn trees) and keeps linear models from overflowing.
+MAX_ABS_VALUE = 1e30
+FeatureValue = Annotated[
+    float, Field(strict=True, allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)
+]
 
 
 class PredictRequest(BaseModel):
@@ -20,7 +25,8 @@ class PredictRequest(BaseModel):
     rows: list[dict[str, FeatureValue | None]] = Field(
         min_length=1,
         description=(
-            "Feature rows. Each row maps feature names to finite numbers (or null). "
+            "Feature rows. Each row maps feature names to finite numbers within "
+            "±1e30 (or null). "
             "Model features that are absent or null are imputed; other names are ignored "
             "and listed in `ignored_fields`."
         ),
