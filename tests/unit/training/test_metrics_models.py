@@ -47,8 +47,19 @@ def test_single_class_gives_nan_ranking_metrics_not_errors() -> None:
 def test_choose_threshold_maximises_f1_and_prefers_fewer_alerts() -> None:
     y = np.array([0, 0, 1, 1, 0, 1])
     p = np.array([0.1, 0.2, 0.6, 0.7, 0.3, 0.8])
-    assert choose_threshold(y, p) == pytest.approx(0.6)  # F1 = 1 exactly there
+    assert choose_threshold(y, p, max_flag_rate=1.0) == pytest.approx(0.6)  # F1 = 1 there
+    assert choose_threshold(y, p) == pytest.approx(0.8)  # at most a quarter of rows flagged
     assert choose_threshold(np.zeros(3, int), np.ones(3), default=0.42) == 0.42
+
+
+def test_choose_threshold_never_flags_most_rows() -> None:
+    rng = np.random.default_rng(1)
+    y = (rng.random(1000) < 0.1).astype(int)
+    noise = rng.random(1000)  # no skill: best plain F1 is "flag everything"
+    plain = choose_threshold(y, noise, max_flag_rate=1.0)
+    assert np.mean(noise >= plain) > 0.5
+    threshold = choose_threshold(y, noise)
+    assert np.mean(noise >= threshold) <= 0.25
 
 
 def test_zscore_rule_and_persistence_mapping() -> None:

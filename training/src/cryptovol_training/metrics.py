@@ -51,16 +51,30 @@ def binary_metrics(
     }
 
 
-def choose_threshold(y: np.ndarray, scores: np.ndarray, default: float = 0.5) -> float:
-    """The score threshold with the best F1 on (validation) data; among equal F1
-    the highest threshold (fewest alerts). ``default`` if there are no positives."""
+MAX_FLAG_RATE = 0.25
+
+
+def choose_threshold(
+    y: np.ndarray, scores: np.ndarray, default: float = 0.5, max_flag_rate: float = MAX_FLAG_RATE
+) -> float:
+    """The score threshold with the best F1 on (validation) data among those that
+    flag at most ``max_flag_rate`` of the rows (an alarm on most rows is no alarm:
+    when ranking is weak, plain best-F1 drifts to "flag everything"); among
+    equal F1 the highest threshold. ``default`` if there are no positives."""
     y = np.asarray(y, dtype=np.int64)
-    if y.sum() == 0 or len(y) == 0:
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(y) == 0 or y.sum() == 0:
         return default
     precision, recall, thresholds = precision_recall_curve(y, scores)
     precision, recall = precision[:-1], recall[:-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    ordered = np.sort(scores)
+    flag_rate = 1.0 - np.searchsorted(ordered, thresholds, side="left") / len(scores)
+    allowed = flag_rate <= max_flag_rate
+    if not allowed.any():
+        return float(np.clip(thresholds.max(), 0.0, 1.0))
+    f1 = np.where(allowed, f1, -1.0)
     best = np.flatnonzero(f1 >= f1.max() - 1e-12)
     return float(np.clip(thresholds[best].max(), 0.0, 1.0))
 
