@@ -210,8 +210,7 @@ def create_app(
                         "type": "length_mismatch",
                     }],
                 )  # fmt: skip
-            newest = max(t.timestamp() for t in req.event_times)
-            metrics.FEATURE_AGE.set(max(0.0, time.time() - newest))
+            metrics.NEWEST_FEATURES.note(max(t.timestamp() for t in req.event_times))
         if scorer is None:
             return _error(503, "model_unavailable", f"no model loaded: {state.error}")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -44,6 +46,28 @@ MODEL_LOADED = Gauge("cryptovol_api_model_loaded", "1 when a model is loaded, el
 FEATURE_AGE = Gauge(
     "cryptovol_api_feature_age_seconds", "age of the newest feature row seen (event_time)"
 )
+
+
+class _NewestEventTime:
+    """The newest feature event time seen; its age is computed at scrape time,
+    so the gauge keeps growing when no fresh features arrive (NaN before any)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.epoch: float | None = None
+
+    def note(self, epoch: float) -> None:
+        with self._lock:
+            if self.epoch is None or epoch > self.epoch:
+                self.epoch = epoch
+
+    def age(self) -> float:
+        newest = self.epoch
+        return math.nan if newest is None else max(0.0, time.time() - newest)
+
+
+NEWEST_FEATURES = _NewestEventTime()
+FEATURE_AGE.set_function(NEWEST_FEATURES.age)
 ERRORS = Counter("cryptovol_api_errors_total", "rejected requests and failures", ["reason"])
 
 

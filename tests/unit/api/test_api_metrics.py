@@ -1,4 +1,5 @@
-"""The batch-fed score histogram matches prometheus_client's own semantics."""
+"""Metrics helpers: the batch-fed score histogram (same semantics as
+prometheus_client's) and the feature-age gauge."""
 
 from __future__ import annotations
 
@@ -32,3 +33,18 @@ def test_same_buckets_as_a_regular_histogram() -> None:
     total = next(s.value for s in family.samples if s.name.endswith("_sum"))
     assert abs(total - scores.sum()) < 1e-12
     assert all(s.labels["model_variant"] == "ml" for s in family.samples)
+
+
+def test_feature_age_grows_until_fresher_features_arrive() -> None:
+    import math
+    import time
+
+    from cryptovol_api.metrics import _NewestEventTime
+
+    newest = _NewestEventTime()
+    assert math.isnan(newest.age())  # nothing seen yet
+    newest.note(time.time() - 30)
+    newest.note(time.time() - 60)  # older: ignored
+    assert 30 <= newest.age() < 40
+    newest.note(time.time() - 1)
+    assert newest.age() < 10
