@@ -342,7 +342,7 @@ class Featurizer:
                 return
             if len(self.sink):
                 self.sink.flush()
-        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self.processed.items()
+        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in list(self.processed.items())
                    if tp in self.assigned and self.committed.get(tp) != off}
         if not offsets:
             return
@@ -367,7 +367,7 @@ class Featurizer:
         self.shutdown.wait(1.0)
         try:
             self._flush_sink_and_commit(force=True)
-            for tp in self.assigned:
+            for tp in list(self.assigned):
                 self.partitions.pop(tp, None)
                 offset = self.processed.get(tp)
                 if offset is None:
@@ -406,8 +406,9 @@ class Featurizer:
         ok = age < self.settings.stall_s
         return ok, {
             "loop_age_s": round(age, 3),
-            "partitions": sorted(tp.partition for tp in self.assigned),
-            "products": sorted({p for s in self.partitions.values() for p in s.engine.products()}),
+            "partitions": sorted(tp.partition for tp in list(self.assigned)),
+            "products": sorted({p for s in list(self.partitions.values())
+                                for p in s.engine.products()}),
             "ticks_consumed": self.stats.consumed,
             "rows_emitted": self.stats.emitted,
             "dead_lettered": self.stats.dead_lettered,
