@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import NamedTuple
 
 from cryptovol.features.config import FeatureConfig
@@ -101,7 +102,6 @@ class _Product:
         "n",
         "prev_q",
         "prices",
-        "rids",
         "seg_start",
         "segment",
         "starts",
@@ -118,8 +118,7 @@ class _Product:
         self.prev_q = 0  # to_fixed(|r|) of the previous tick (0 if none)
         self.times: list[int] = []
         self.prices: list[float] = []
-        self.rids: list[str] = []
-        self.ids: set[str] = set()
+        self.ids: dict[str, None] = {}  # record ids of the listed ticks, in order
         # prefix sums: element j holds the sum over segment indices < base + j
         self.c_r = [0]  # q(r)                      scale 2**S
         self.c_rr = [0]  # q(r)**2                  scale 2**2S
@@ -143,9 +142,9 @@ class _Product:
         k = self.starts[-1] - 1 - self.base
         if k >= _COMPACT_MIN and k * 2 >= len(self.times):
             ids = self.ids
-            for rid in self.rids[:k]:
-                ids.discard(rid)
-            for seq in (self.times, self.prices, self.rids, self.c_r, self.c_rr, self.c_bp,
+            for rid in list(islice(ids, k)):
+                del ids[rid]
+            for seq in (self.times, self.prices, self.c_r, self.c_rr, self.c_bp,
                         self.c_sp, self.c_nsp, self.c_im, self.c_nim):
                 del seq[:k]
             self.base += k
@@ -299,8 +298,7 @@ class FeatureEngine:
         st.n = i + 1
         times.append(t)
         prices.append(price)
-        st.rids.append(record_id)
-        st.ids.add(record_id)
+        st.ids[record_id] = None
         c_r, c_rr, c_bp = st.c_r, st.c_rr, st.c_bp
         c_r.append(c_r[-1] + q)
         c_rr.append(c_rr[-1] + q * q)
