@@ -100,6 +100,8 @@ def test_client_sends_rows_and_event_times_and_parses_the_answer() -> None:
         (httpx.Response(422, json={"error": "validation"}), "http_4xx", False),
         (httpx.Response(413, json={"error": "too_many_rows"}), "http_4xx", False),
         (httpx.Response(429, text="slow down"), "http_4xx", True),
+        (httpx.Response(404, json={"detail": "Not Found"}), "http_4xx", True),
+        (httpx.Response(415, json={"error": "content_type"}), "http_4xx", True),
         (httpx.Response(200, text="not json"), "http_5xx", True),
         (httpx.Response(200, json={"scores": [0.1]}), "http_5xx", True),
         (httpx.Response(200, json={"scores": [], "spikes": [], "threshold": 0.5,

@@ -9,7 +9,11 @@ from typing import Any
 import httpx
 import orjson
 
-RETRYABLE_4XX = frozenset({408, 425, 429})
+# The only answers that blame the rows themselves: invalid values (422) or a
+# batch too large (413). Any other 4xx (404, 415, 401, ...) means the API or
+# API_URL is misconfigured: retried like an outage, so rows wait in Kafka
+# instead of being dead-lettered wholesale.
+ROW_REJECTIONS = frozenset({413, 422})
 
 
 class ApiError(Exception):
@@ -23,7 +27,7 @@ class ApiError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.reason != "http_4xx" or self.status in RETRYABLE_4XX
+        return self.status not in ROW_REJECTIONS
 
 
 @dataclass(frozen=True)
