@@ -90,6 +90,10 @@ def _parse(content: bytes, n: int, latency_ms: float) -> PredictResult:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ApiError("http_5xx", f"/predict returned an unusable body: {exc!r}") from exc
+    if result.model_variant not in ("ml", "baseline"):
+        raise ApiError("http_5xx", f"/predict returned model_variant {result.model_variant!r}")
+    if not all(0.0 <= s <= 1.0 for s in result.scores):  # also false for NaN
+        raise ApiError("http_5xx", "/predict returned scores outside [0, 1]")
     if len(result.scores) != n or len(result.spikes) != n:
         raise ApiError("http_5xx", f"/predict returned {len(result.scores)} scores for {n} rows")
     return result
