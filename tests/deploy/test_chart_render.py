@@ -142,7 +142,7 @@ def test_service_configuration_contract() -> None:
     env = container_env(
         by_kind(objs, "Deployment")["cryptovol-api"]["spec"]["template"]["spec"]["containers"][0]
     )
-    assert env["MODEL_VERSION"] == "random_forest"
+    assert env["MODEL_VERSION"] == "logistic_regression"
 
 
 def test_overrides_reach_the_services() -> None:

@@ -62,7 +62,7 @@ METADATA_FILE = "metadata.json"
 SKOPS_FILE = "model.skops"
 RULE_FILE = "rule.json"
 BASELINE_NAME = "baseline"
-DEFAULT_MODEL_NAME = "random_forest"
+DEFAULT_MODEL_NAME = "logistic_regression"
 DEFAULT_MODELS_DIR = Path("models/artifacts")
 ARTIFACT_SCHEMA_VERSION = 1
 

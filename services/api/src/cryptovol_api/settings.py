@@ -21,7 +21,7 @@ class ApiSettings(ServiceSettings):
     # Kept as plain strings: a wrong value is reported as "model unavailable"
     # (503, readiness fails) rather than crashing the process.
     model_variant: str = Field("ml", description="ml | baseline")
-    model_version: str = Field("random_forest", description="artifact folder used when ml")
+    model_version: str = Field("logistic_regression", description="artifact folder used when ml")
     models_dir: Path = Path("models/artifacts")
     max_rows: int = Field(1000, ge=1, description="rows accepted in one /predict request")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest /predict body")
