@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from cryptovol.obs import Shutdown
 from cryptovol.schemas import PredictionRecord
+from cryptovol_consumer import metrics
 from cryptovol_consumer.breaker import BreakerState
 from cryptovol_consumer.service import Interrupted, PredictionService
 from cryptovol_consumer.settings import ConsumerSettings
@@ -114,6 +115,8 @@ def test_batches_wait_for_linger_or_size() -> None:
 
 
 def test_warmup_rows_are_skipped_but_committed() -> None:
+    skipped = metrics.ROWS_SKIPPED.labels(reason="warmup")
+    before = skipped._value.get()
     h = Harness()
     h.consumer.add(feature_bytes(1, warmup=True))
     h.consumer.add(feature_bytes(2))
@@ -121,6 +124,7 @@ def test_warmup_rows_are_skipped_but_committed() -> None:
     h.run()
     assert h.predicted_ids() == ["BTC-USD:2:0"]
     assert h.service.stats.skipped_warmup == 2
+    assert skipped._value.get() - before == 2
     assert h.consumer.committed == {h.consumer.tps[0]: 3}
 
 

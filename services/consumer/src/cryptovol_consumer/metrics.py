@@ -30,3 +30,8 @@ LOG_FALLBACK = Counter(
     "cryptovol_consumer_prediction_log_fallback_total",
     "prediction records written to files because Kafka was unavailable",
 )
+ROWS_SKIPPED = Counter(
+    "cryptovol_consumer_rows_skipped_total",
+    "feature rows committed without a prediction (warmup rows, dead-lettered rows)",
+    ["reason"],
+)

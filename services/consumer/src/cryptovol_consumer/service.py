@@ -154,6 +154,7 @@ class PredictionService:
                 continue
             if row.warmup and not self.settings.predict_warmup:
                 self.stats.skipped_warmup += 1
+                metrics.ROWS_SKIPPED.labels(reason="warmup").inc()
                 continue
             rows.append(row)
 
@@ -287,6 +288,7 @@ class PredictionService:
 
     def _dead_letter(self, raw: bytes, reason: str, key: bytes | str | None) -> None:
         self.stats.dead_lettered += 1
+        metrics.ROWS_SKIPPED.labels(reason="dead_letter").inc()
         log.warning("dead-lettering feature row", extra={"reason": reason[:300]})
         self.dead_letter.send(self.settings.topic_features, raw, reason, key=key)
 
