@@ -350,6 +350,20 @@ def bench_replicas(bootstrap: str, ticks: list[RawTick], scratch: Path) -> list[
     return results
 
 
+def met(report: dict) -> dict:
+    lib = report["library"]["step"]["ticks_per_cpu_s"]
+    one, throttled = report["service"][0], report["service"][1]
+    two = next((r for r in report["service_replicas"] if r.get("replicas") == 2), {})
+    target = TARGETS["service_ticks_per_s"]
+    return {
+        "library_ticks_per_s": lib >= TARGETS["library_ticks_per_s"],
+        "speedup_vs_naive": report["speedup_vs_naive"] >= TARGETS["speedup_vs_naive"],
+        "service_row_per_tick_one_replica": one["ticks_per_s"] >= target,
+        "service_row_per_tick_two_replicas": two.get("ticks_per_s", 0) >= target,
+        "service_throttled_one_replica": throttled["ticks_per_s"] >= target,
+    }
+
+
 def main() -> int:
     configure_logging("featurizer-bench", "WARNING")
     ticks = list(read_ticks(open_recordings([DATA])))
@@ -375,15 +389,7 @@ def main() -> int:
         print("service replicas as processes ...", flush=True)
         report["service_replicas"] = bench_replicas(broker.bootstrap, ticks, Path(scratch))
     report["machine"]["load_avg_after"] = os.getloadavg()
-    service_best = max(r.get("ticks_per_s", 0)
-                       for r in report["service"] + report["service_replicas"])
-    per_tick = report["service"][0]["ticks_per_s"]
-    report["met"] = {
-        "library_ticks_per_s": lib >= TARGETS["library_ticks_per_s"],
-        "speedup_vs_naive": report["speedup_vs_naive"] >= TARGETS["speedup_vs_naive"],
-        "service_ticks_per_s (row per tick)": per_tick >= TARGETS["service_ticks_per_s"],
-        "service_ticks_per_s (best)": service_best >= TARGETS["service_ticks_per_s"],
-    }
+    report["met"] = met(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
