@@ -15,6 +15,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.producer.future import FutureRecordMetadata
 
 from cryptovol.logs import get_logger
 from cryptovol.schemas import format_ts, utc_now
@@ -106,16 +107,24 @@ class DeadLetter:
         self.producer = producer
 
     def send(
-        self, source_topic: str, raw: bytes, reason: str, key: bytes | str | None = None
-    ) -> None:
+        self,
+        source_topic: str,
+        raw: bytes,
+        reason: str,
+        key: bytes | str | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> FutureRecordMetadata:
+        """Send ``raw`` to ``<source_topic>.dlq``; the returned future lets a
+        caller commit its input only once the dead letter is acknowledged."""
         if isinstance(key, str):
             key = key.encode()
         headers = [
             ("reason", reason[:500].encode()),
             ("source_topic", source_topic.encode()),
+            *((name, value.encode()) for name, value in (extra_headers or {}).items()),
             ("failed_at", format_ts(utc_now()).encode()),
         ]
-        self.producer.send(source_topic + DLQ_SUFFIX, key=key, value=raw, headers=headers)
+        return self.producer.send(source_topic + DLQ_SUFFIX, key=key, value=raw, headers=headers)
 
 
 def broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:

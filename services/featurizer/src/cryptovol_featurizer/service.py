@@ -29,10 +29,9 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from cryptovol.features import FeatureEngine, StepResult
 from cryptovol.features.engine import DUPLICATE, LATE, MALFORMED, OUT_OF_ORDER
-from cryptovol.kafka import DLQ_SUFFIX
+from cryptovol.kafka import DeadLetter
 from cryptovol.logs import get_logger
 from cryptovol.obs import Shutdown
-from cryptovol.schemas import format_ts, utc_now
 from cryptovol_featurizer import metrics
 from cryptovol_featurizer.codec import MalformedTick, TickIn, parse_tick, row_json
 from cryptovol_featurizer.rebuild import ReadBack
@@ -133,6 +132,7 @@ class Featurizer:
         self.settings = settings
         self.consumer = consumer
         self.producer = producer
+        self.dead_letters = DeadLetter(producer)
         self.read_back = ReadBack(reader)
         self.shutdown = shutdown
         self.sink = sink
@@ -304,19 +304,14 @@ class Featurizer:
         return state
 
     def _dead_letter(self, record: Any, reason: str) -> Any:
-        """Like :class:`cryptovol.kafka.DeadLetter`, but keeps the send's future so
-        the batch is committed only once the dead letter is acknowledged."""
+        """Dead-letter a malformed tick; the batch is committed only once the
+        returned send is acknowledged."""
         self.stats.dead_lettered += 1
         log.warning("dead-lettered a malformed tick", extra={
             "partition": record.partition, "offset": record.offset, "reason": reason[:200]})
-        headers = [
-            ("reason", reason[:500].encode()),
-            ("source_topic", self.settings.topic_raw.encode()),
-            ("source_offset", f"{record.partition}:{record.offset}".encode()),
-            ("failed_at", format_ts(utc_now()).encode()),
-        ]
-        return self.producer.send(self.settings.topic_raw + DLQ_SUFFIX, key=record.key,
-                                  value=record.value or b"", headers=headers)
+        return self.dead_letters.send(
+            self.settings.topic_raw, record.value or b"", reason, key=record.key,
+            extra_headers={"source_offset": f"{record.partition}:{record.offset}"})
 
     def _account(self, pending: _Batch) -> None:
         now_us = time.time() * 1e6
