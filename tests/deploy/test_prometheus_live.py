@@ -414,12 +414,18 @@ def stack(kafka_broker: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
         driver.start()
         st = Stack(prom, services, procs, stop_traffic)
         wanted = st.must_have()
-        _wait_for(
-            f"traffic in every service's metrics ({', '.join(sorted(wanted))})",
-            lambda: wanted <= st.series_names() and _has_rates(st),
-            TRAFFIC_TIMEOUT_S,
-            procs,
-        )
+        missing: set[str] = set()
+
+        def traffic_everywhere() -> bool:
+            missing.clear()
+            missing.update(wanted - st.series_names())
+            return not missing and _has_rates(st)
+
+        try:
+            _wait_for("traffic in every service's metrics", traffic_everywhere,
+                      TRAFFIC_TIMEOUT_S, procs)
+        except AssertionError as exc:
+            raise AssertionError(f"series still missing: {sorted(missing)}\n{exc}") from None
         yield st
     finally:
         stop_traffic.set()

@@ -252,3 +252,12 @@ def test_lag_gauge_per_partition() -> None:
     h.service._update_lag(force=True)
     assert _metric("cryptovol_consumer_lag", partition="0") == 5
     assert _metric("cryptovol_consumer_lag", partition="1") == 0
+
+
+def test_spike_series_exists_before_the_first_spike() -> None:
+    h = Harness()
+    for i in range(5):
+        h.consumer.add(feature_bytes(i, x=1.0))  # scores 0.01: no spike
+    h.run()
+    labels = {"model_variant": "ml", "model_version": "v-fake"}
+    assert REGISTRY.get_sample_value("cryptovol_consumer_spikes_total", labels) is not None

@@ -279,8 +279,9 @@ class PredictionService:
             metrics.E2E_LATENCY.observe(max(0.0, r.e2e_latency_ms / 1000.0))
         for (variant, version), (n, spikes) in by_model.items():
             metrics.PREDICTIONS.labels(variant, version).inc(n)
-            if spikes:
-                metrics.SPIKES.labels(variant, version).inc(spikes)
+            # inc(0) too: the series exists from the first prediction, so spike-rate
+            # queries and alerts read 0 rather than nothing while no spike occurs
+            metrics.SPIKES.labels(variant, version).inc(spikes)
         newest = max(records, key=lambda r: r.predicted_time).predicted_time
         metrics.LAST_PREDICTION.set(epoch_seconds(newest))
         self.stats.predicted += len(records)
