@@ -255,6 +255,7 @@ def test_lag_gauge_per_partition() -> None:
 
 
 def test_spike_series_exists_before_the_first_spike() -> None:
+    metrics.SPIKES.clear()  # no series left over from other tests
     h = Harness()
     for i in range(5):
         h.consumer.add(feature_bytes(i, x=1.0))  # scores 0.01: no spike
