@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from cryptovol.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "api.json"
@@ -81,12 +82,6 @@ def serve_naive(port: int) -> None:
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def feature_rows(n: int = 4000) -> list[dict[str, float]]:

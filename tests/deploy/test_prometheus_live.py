@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +40,8 @@ from promql import (
     rule_groups,
     selectors,
 )
+
+from cryptovol.net import free_port, port_open
 
 pytestmark = pytest.mark.slow
 
@@ -83,12 +84,6 @@ MUST_HAVE_END_TO_END = [
     "cryptovol_consumer_last_prediction_timestamp_seconds",
     "cryptovol_consumer_e2e_latency_seconds_bucket",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -303,7 +298,7 @@ def stack(kafka_broker: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "METRICS_HOST": "127.0.0.1",
     }
     ports = {
-        name: _free_port()
+        name: free_port()
         for name in ("api", "ingest", "featurizer", "consumer", "exchange", "prom")
     }
     for module in (
@@ -370,7 +365,9 @@ def stack(kafka_broker: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
         )
         exchange_cmd = [str(BIN / "cryptovol-fake-exchange"), *exchange_args.split()]
         procs.append(_start("exchange", exchange_cmd, common, logs))
-        _wait_for("the fake exchange", lambda: _port_open(ports["exchange"]), 30, procs)
+        _wait_for(
+            "the fake exchange", lambda: port_open(ports["exchange"], timeout_s=0.5), 30, procs
+        )
         ingest_args = (
             f"--source live --url ws://127.0.0.1:{ports['exchange']} --products BTC-USD"
             f" --metrics-port {ports['ingest']} --spool-dir {tmp / 'spool'}"
@@ -432,12 +429,6 @@ def stack(kafka_broker: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
         for proc in reversed(procs):
             _stop(proc)
         shutil.rmtree(tmp / "tsdb", ignore_errors=True)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _has_rates(st: Stack) -> bool:

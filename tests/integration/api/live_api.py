@@ -4,7 +4,6 @@ or as uvicorn in a thread, always on a free port of 127.0.0.1."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from cryptovol.net import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 COMMITTED_MODELS = REPO_ROOT / "models" / "artifacts"
 START_TIMEOUT_S = 120.0
@@ -26,12 +27,6 @@ def models_dir() -> Path:
     """The artifacts the suite runs against: ``MODELS_DIR`` if set, else the
     committed ones."""
     return Path(os.environ.get("MODELS_DIR", COMMITTED_MODELS))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout_s: float = 30.0, ok: tuple[int, ...] = (200,)) -> httpx.Response:

@@ -6,7 +6,9 @@ import time
 from pathlib import Path
 
 import httpx
-from live_api import api_process, free_port
+from live_api import api_process
+
+from cryptovol.net import free_port
 
 
 def _wait_for_broker_check(base: str) -> dict:

@@ -8,9 +8,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from live_api import REPO_ROOT, api_process, free_port
+from live_api import REPO_ROOT, api_process
 
 from cryptovol.features import FEATURE_NAMES, features_frame
+from cryptovol.net import free_port
 from cryptovol.recordings import open_recordings, read_ticks
 
 

@@ -4,7 +4,6 @@ and ``cryptovol-consumer`` on free ports of 127.0.0.1, logs kept in files."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,6 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 START_TIMEOUT_S = 120.0  # model loading imports scikit-learn: slow on a busy machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout_s: float = START_TIMEOUT_S) -> None:

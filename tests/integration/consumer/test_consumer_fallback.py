@@ -11,10 +11,11 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.structs import TopicPartition
-from pipeline_procs import REPO_ROOT, Child, free_port, wait_http
+from pipeline_procs import REPO_ROOT, Child, wait_http
 from prometheus_client import REGISTRY
 
 from cryptovol.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.net import free_port
 from cryptovol.obs import Shutdown
 from cryptovol.schemas import FeatureRow, PredictionRecord, to_json_bytes, utc_now
 from cryptovol_consumer.client import PredictClient

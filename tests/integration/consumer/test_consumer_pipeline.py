@@ -13,10 +13,11 @@ import httpx
 import orjson
 import pytest
 from kafka.structs import TopicPartition
-from pipeline_procs import REPO_ROOT, Child, free_port, wait_http
+from pipeline_procs import REPO_ROOT, Child, wait_http
 
 from cryptovol.features import FeatureEngine
 from cryptovol.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.net import free_port
 from cryptovol.recordings import open_recordings, read_ticks
 from cryptovol.schemas import PredictionRecord, to_json_bytes
 from cryptovol.settings import ServiceSettings

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cryptovol.broker import free_port
 from cryptovol.kafka import broker_reachable, make_consumer
+from cryptovol.net import free_port
 from cryptovol.settings import ServiceSettings
 
 BIN = Path(sys.executable).parent

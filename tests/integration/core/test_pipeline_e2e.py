@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,23 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from cryptovol.broker import free_port
+from cryptovol.net import free_port, port_open
 from cryptovol.stack import counter_total, discover
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _busy(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.mark.slow
 def test_whole_pipeline_predicts_from_replayed_ticks_and_stops_cleanly():
     specs = discover(REPO)
     ports = [int(re.search(r":(\d+)/", s.health).group(1)) for s in specs]
-    busy = [p for p in ports if _busy(p)]
+    busy = [p for p in ports if port_open(p)]
     assert not busy, f"ports needed by the local stack are in use: {busy}"
 
     env = {**os.environ, "KAFKA_PORT": str(free_port()), "KAFKA_BOOTSTRAP_SERVERS": ""}
@@ -65,4 +59,4 @@ def test_whole_pipeline_predicts_from_replayed_ticks_and_stops_cleanly():
     tail = proc.stdout.read() if proc.stdout else ""
     assert code == 0, tail[-3000:]
     assert "stopped: every process has exited" in tail
-    assert not [p for p in ports if _busy(p)]
+    assert not [p for p in ports if port_open(p)]

@@ -27,8 +27,9 @@ import httpx
 import orjson
 from kafka import TopicPartition
 
-from cryptovol.broker import LocalBroker, free_port
+from cryptovol.broker import LocalBroker
 from cryptovol.kafka import make_consumer
+from cryptovol.net import free_port
 from cryptovol.obs import Shutdown
 from cryptovol.recordings import open_recordings, read_ticks
 from cryptovol.schemas import RawTick

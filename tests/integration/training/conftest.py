@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from cryptovol.net import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 RECORDINGS = REPO / "data" / "coinbase-ticker"
@@ -31,12 +32,6 @@ TRAIN_FILES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
@@ -48,7 +43,7 @@ def _healthy(url: str) -> bool:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     mlflow = Path(sys.executable).with_name("mlflow")
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed in teardown

@@ -15,7 +15,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+from cryptovol.net import free_port, port_open
 from cryptovol.settings import ServiceSettings
 
 KAFKA_VERSION = "4.3.1"
@@ -125,18 +125,6 @@ def provision(version: str = KAFKA_VERSION, quiet: bool = False) -> Path:
     return home
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _die_with_parent() -> None:
     """Ask Linux to SIGTERM the broker if the Python process that started it dies."""
     with contextlib.suppress(OSError):
@@ -195,7 +183,7 @@ class LocalBroker:
         ]
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> LocalBroker:
-        if _port_open(self.port):
+        if port_open(self.port):
             raise BrokerError(
                 f"port {self.port} on 127.0.0.1 is already in use: another broker may be running. "
                 "Stop it, or choose another port with KAFKA_PORT."
@@ -227,7 +215,7 @@ class LocalBroker:
                 tail = self.log_path.read_text(errors="replace")[-3000:]
                 self.stop()
                 raise BrokerError(f"the Kafka broker exited during start-up:\n{tail}")
-            if _port_open(self.port) and broker_reachable(self.bootstrap, timeout_s=2.0):
+            if port_open(self.port) and broker_reachable(self.bootstrap, timeout_s=2.0):
                 return
             time.sleep(0.2)
         self.stop()
