@@ -18,8 +18,8 @@ T0 = datetime(2025, 12, 6, 1, 0, tzinfo=UTC)
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
 
     def __call__(self) -> float:
         return self.now

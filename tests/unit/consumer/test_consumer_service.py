@@ -29,9 +29,10 @@ def _metric(name: str, **labels: str) -> float:
 
 class Harness:
     def __init__(
-        self, partitions: int = 1, outage: int = 0, leak: bool = False, **settings: object
+        self, partitions: int = 1, outage: int = 0, leak: bool = False,
+        clock_start: float = 1000.0, **settings: object,
     ) -> None:
-        self.clock = Clock()
+        self.clock = Clock(clock_start)
         self.consumer = FakeConsumer(self.clock, partitions, leak_after_pause=leak)
         self.producer = FakeProducer()
         self.api = FakeApi(self.clock, outage=outage)
@@ -194,6 +195,17 @@ def test_breaker_state_is_exported_and_reported_by_health() -> None:
     h.service.breaker.record_success()
     assert _metric("cryptovol_consumer_breaker_state") == 0.0
     assert h.service.health()[0] is True
+
+
+@pytest.mark.parametrize("clock_start", [0.0, 1000.0, 1e9])
+def test_health_reads_only_the_injected_clock(clock_start: float) -> None:
+    # The real monotonic clock counts from boot: a fake one far below or above
+    # it must not make a fresh service look stalled (or a stalled one fresh).
+    h = Harness(clock_start=clock_start)
+    assert h.service.health()[0] is True
+    h.clock.now += 3600
+    ok, details = h.service.health()
+    assert not ok and details["loop_stalled"] is True
 
 
 def test_shutdown_during_an_outage_commits_nothing() -> None:

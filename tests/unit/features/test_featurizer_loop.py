@@ -3,7 +3,9 @@ failed produces rewind, malformed ticks are dead-lettered."""
 
 from __future__ import annotations
 
+import time
 from collections import namedtuple
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -127,14 +129,24 @@ def records(recordings_dir: Path) -> list[Record]:
     return [Record("ticks.raw", 0, k, 0, b"BTC-USD", v) for k, v in enumerate(values)]
 
 
-def make(records: list[Record]) -> tuple[Featurizer, FakeConsumer, FakeProducer]:
+def make(records: list[Record], clock: Callable[[], float] = time.monotonic,
+         ) -> tuple[Featurizer, FakeConsumer, FakeProducer]:
     settings = FeaturizerSettings(poll_max_records=10, parquet_enabled=False, topic_raw="ticks.raw",
                                   topic_features="ticks.features")
     consumer, producer = FakeConsumer(records), FakeProducer()
     service = Featurizer(settings, consumer, producer, FakeReader(records),
-                         Shutdown(install=False))
+                         Shutdown(install=False), clock=clock)
     service.subscribe()
     return service, consumer, producer
+
+
+@pytest.mark.parametrize("start", [0.0, 1e9])
+def test_health_reads_only_the_injected_clock(records: list[Record], start: float) -> None:
+    now = [start]  # far below or above the real monotonic clock (time since boot)
+    service, _consumer, _producer = make(records, clock=lambda: now[0])
+    assert service.health()[0] is True
+    now[0] += service.settings.stall_s + 1
+    assert service.health()[0] is False
 
 
 def test_offsets_are_committed_only_once_rows_are_acknowledged(records: list[Record]) -> None:

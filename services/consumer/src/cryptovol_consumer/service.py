@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kafka.errors import KafkaError
@@ -40,12 +40,12 @@ class Interrupted(Exception):
 class Stats:
     """Counts for /health (the Prometheus metrics carry the rates)."""
 
+    last_loop_at: float  # on the service's own clock, never the real one
     predicted: int = 0
     skipped_warmup: int = 0
     dead_lettered: int = 0
     batches: int = 0
     commit_failures: int = 0
-    last_loop_at: float = field(default_factory=time.monotonic)
     last_prediction_at: str | None = None
 
 
@@ -80,7 +80,7 @@ class PredictionService:
             settings.rate_limit_rps, burst=max(1.0, settings.rate_limit_rps / 10), clock=clock,
             sleep=self._sleep,
         )  # fmt: skip
-        self.stats = Stats()
+        self.stats = Stats(last_loop_at=clock())
         self._next_lag_at = 0.0
         self._lag_partitions: set[int] = set()
 

@@ -107,13 +107,13 @@ class _Batch:
 class Stats:
     """Counts for /health (the Prometheus metrics carry the rates)."""
 
+    last_loop_at: float  # on the service's own clock, never the real one
     consumed: int = 0
     emitted: int = 0
     dead_lettered: int = 0
     rebuilds: int = 0
     produce_failures: int = 0
     commit_failures: int = 0
-    last_loop_at: float = field(default_factory=time.monotonic)
     last_commit_at: float | None = None
     last_error: str | None = None
 
@@ -143,7 +143,7 @@ class Featurizer:
         self.assigned: set[TopicPartition] = set()
         self.processed: dict[TopicPartition, int] = {}  # next offset; its rows acknowledged
         self.committed: dict[TopicPartition, int] = {}
-        self.stats = Stats()
+        self.stats = Stats(last_loop_at=clock())
         self._next_lag_at = 0.0
         self._routes: dict[str, tuple[bytes, int]] = {}
         self._in_flight: deque[_Batch] = deque()
