@@ -17,6 +17,7 @@ import numpy as np
 
 from cryptovol.logs import get_logger
 from cryptovol.schemas import format_ts
+from cryptovol_api.fast_linear import compile_linear
 from cryptovol_api.fast_trees import COMPILED_MAX_ROWS, compile_scorer, tune_for_serving
 from cryptovol_api.settings import ApiSettings
 
@@ -106,17 +107,19 @@ class Scorer:
         return PreparedBatch(X=X, imputed=imputed, ignored=ignored)
 
     def _fastest_scorer(self, artifact: Any) -> Callable[[np.ndarray], np.ndarray]:
-        """``artifact.score``, or a compiled equivalent checked against it here."""
+        """``artifact.score``, or a compiled equivalent checked against it here: a
+        linear pipeline as a few array operations, a forest as one node table."""
         model = getattr(artifact, "model", None)
         tune_for_serving(model)
-        compiled = compile_scorer(model)
-        if compiled is None:
+        linear = compile_linear(model)
+        if linear is not None:
+            if self._agrees(artifact, linear, "compiled linear model"):
+                log.info("scoring with the compiled linear model",
+                         extra={"stages": len(linear.stages)})
+                return lambda X: np.clip(linear(X), 0.0, 1.0)
             return artifact.score
-        probe = self._probe_matrix()
-        expected = artifact.score(probe)
-        got = np.clip(compiled(probe), 0.0, 1.0)
-        if not np.allclose(got, expected, rtol=0, atol=1e-9):
-            log.warning("compiled forest disagrees with the model; using the model itself")
+        compiled = compile_scorer(model)
+        if compiled is None or not self._agrees(artifact, compiled, "compiled forest"):
             return artifact.score
         log.info("scoring with the compiled forest", extra={"trees": compiled.n_trees})
 
@@ -126,6 +129,17 @@ class Scorer:
             return np.clip(compiled(X), 0.0, 1.0)
 
         return score
+
+    def _agrees(self, artifact: Any, compiled: Callable[[np.ndarray], np.ndarray],
+                what: str) -> bool:
+        probe = self._probe_matrix()
+        expected = artifact.score(probe)
+        with np.errstate(all="ignore"):
+            got = np.clip(compiled(probe), 0.0, 1.0)
+        if np.allclose(got, expected, rtol=0, atol=1e-9, equal_nan=True):
+            return True
+        log.warning(f"{what} disagrees with the model; using the model itself")
+        return False
 
     def _probe_matrix(self, n: int = 512) -> np.ndarray:
         """Rows around the imputation values, spread over several orders of magnitude."""
