@@ -52,7 +52,8 @@ def test_dockerfile_rules(component: str) -> None:
         "${PYTHON_IMAGE}\n"
     )
     pkg = PACKAGE_DIR[component]
-    assert "--constraint constraints.txt" in builder and f"./libs/cryptovol ./{pkg}" in builder
+    assert "--constraint constraints.txt" in builder
+    assert f"./libs/core ./libs/runtime ./{pkg}" in builder
     # the final stage gets the venv only: no compilers, no package manager runs
     assert "COPY --from=builder /opt/venv /opt/venv" in final
     assert not re.search(r"apt-get|pip install|gcc|build-essential", final)
@@ -80,7 +81,8 @@ def test_dockerignore_keeps_what_the_images_need() -> None:
     assert lines[0] == "*"
     for needed in (
         "!constraints.txt",
-        "!libs/cryptovol/",
+        "!libs/core/",
+        "!libs/runtime/",
         "!services/",
         "!training/",
         "!models/artifacts/",

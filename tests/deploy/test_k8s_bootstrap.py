@@ -99,7 +99,7 @@ def test_namespaces_match_the_chart_and_network_policies() -> None:
 
 
 def test_kafka_manifest_matches_the_chart_and_the_local_broker() -> None:
-    from cryptovol.broker import KAFKA_VERSION
+    from cryptovol.devtools.broker import KAFKA_VERSION
 
     manifests = {
         d["kind"]: d

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cryptovol.net import free_port
+from cryptovol.devtools.net import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 RECORDINGS = REPO / "data" / "coinbase-ticker"
