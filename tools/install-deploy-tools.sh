@@ -5,6 +5,8 @@
 #   prometheus, promtool   Debian's `prometheus` package (service left stopped)
 #   skaffold   optional (SKAFFOLD=1), built from source; otherwise skaffold's
 #              JSON schema is taken from its Go module source for validation
+#   CRDs       Strimzi and prometheus-operator CustomResourceDefinitions
+#              (tools/install-crds.sh, into ~/.cache/cryptovol/crds)
 # Idempotent: a tool already at the pinned version is left alone.
 set -euo pipefail
 
@@ -54,20 +56,8 @@ fi
 if [ -x "$BIN/promtool" ] && [ -x "$BIN/prometheus" ]; then
     log "prometheus/promtool already linked in $BIN ($("$BIN/prometheus" --version 2>&1 | head -1))"
 else
-    if ! command -v /usr/bin/promtool >/dev/null || ! command -v /usr/bin/prometheus >/dev/null; then
-        log "installing Debian package prometheus"
-        as_root apt-get update -qq
-        # policy-rc.d keeps the package's service from starting on install
-        policy=/usr/sbin/policy-rc.d
-        created_policy=""
-        if [ ! -e "$policy" ]; then
-            printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
-            as_root chmod +x "$policy"
-            created_policy=1
-        fi
-        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus
-        [ -n "$created_policy" ] && as_root rm -f "$policy"
-    fi
+    # tools/apt-install.sh keeps the package's service from starting on install
+    bash "$(dirname "$0")/apt-install.sh" prometheus
     # never leave the Debian service enabled or running: the tests start their own instances
     log "disabling and stopping the Debian prometheus service"
     if command -v systemctl >/dev/null; then
@@ -110,5 +100,8 @@ if [ -n "${SKAFFOLD:-}" ]; then
             ./cmd/skaffold)
     fi
 fi
+
+# --- CRDs the deploy tests validate custom resources against -----------------
+bash "$(dirname "$0")/install-crds.sh"
 
 log "done: tools in $BIN"

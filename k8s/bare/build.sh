@@ -2,7 +2,7 @@
 # Builds the bare cluster's binaries from their Go modules, once, into a cache outside the
 # repository, and reuses them afterwards:
 #   k8s/bare/build.sh [COMPONENT...]       (default: every component)
-# COMPONENT is one of: kubernetes etcd coredns prometheus-operator
+# COMPONENT is one of: kubernetes etcd coredns prometheus-operator prometheus
 # Output: $CRYPTOVOL_CACHE/bare/bin/<component>-<version>/ (default CRYPTOVOL_CACHE
 # ~/.cache/cryptovol). A folder is only published once its build succeeded, so an interrupted
 # build is simply redone. Each component's wrapper module (go.mod + go.sum, pinned) lives in
@@ -25,7 +25,8 @@ version_of() {
         etcd) echo "$ETCD_VERSION" ;;
         coredns) echo "$COREDNS_VERSION" ;;
         prometheus-operator) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
-        *) die "unknown component '$1' (kubernetes etcd coredns prometheus-operator)" ;;
+        prometheus) echo "$PROMETHEUS_VERSION" ;;
+        *) die "unknown component '$1' (kubernetes etcd coredns prometheus-operator prometheus)" ;;
     esac
 }
 
@@ -38,6 +39,23 @@ packages_of() {
         coredns) echo github.com/coredns/coredns ;;
         prometheus-operator) printf 'github.com/prometheus-operator/prometheus-operator/cmd/%s\n' \
             operator prometheus-config-reloader ;;
+        prometheus) echo github.com/prometheus/prometheus/cmd/prometheus ;;
+    esac
+}
+
+# the Go module version of a component where it differs from its release (Prometheus 3.x
+# publishes its module as v0.3xx.y)
+module_version_of() {
+    case "$1" in
+        prometheus) local v="${PROMETHEUS_VERSION#v3.}"; echo "v0.3${v%%.*}.${v#*.}" ;;
+        *) version_of "$1" ;;
+    esac
+}
+
+# build tags: Prometheus with only the Kubernetes service discovery the operator generates
+tags_of() {
+    case "$1" in
+        prometheus) echo remove_all_sd,enable_kubernetes_sd ;;
     esac
 }
 
@@ -53,7 +71,7 @@ ldflags_of() {
                 flags+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor"
                 flags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
             done ;;
-        prometheus-operator)
+        prometheus-operator|prometheus)
             flags+=" -X github.com/prometheus/common/version.Version=${v#v}" ;;
     esac
     echo "$flags"
@@ -66,7 +84,7 @@ resolve() { # re-pin a wrapper module: go get its commands, copy go.mod/go.sum b
     local c="$1" work
     work="$(mktemp -d)"
     cp "$here/modules/$c/go.mod" "$work/"
-    (cd "$work" && packages_of "$c" | sed "s/\$/@$(version_of "$c")/" | xargs go get)
+    (cd "$work" && packages_of "$c" | sed "s/\$/@$(module_version_of "$c")/" | xargs go get)
     cp "$work/go.mod" "$work/go.sum" "$here/modules/$c/"
     rm -rf "$work"
     log "$c: modules/$c/go.mod and go.sum pinned"
@@ -83,7 +101,7 @@ build() {
     log "$c $(version_of "$c"): building $(packages_of "$c" | wc -l) command(s) (cold: minutes; see docs/deploy.md)"
     start=$SECONDS
     # shellcheck disable=SC2046
-    (cd "$work" && go build -trimpath -ldflags "$(ldflags_of "$c")" -o "$out.partial/" $(packages_of "$c"))
+    (cd "$work" && go build -trimpath -tags "$(tags_of "$c")" -ldflags "$(ldflags_of "$c")" -o "$out.partial/" $(packages_of "$c"))
     # a main package at .../server/v3 is named after "server"
     if [ "$c" = etcd ]; then mv "$out.partial/server" "$out.partial/etcd"; fi
     touch "$out.partial/.complete"
@@ -93,5 +111,5 @@ build() {
 
 if [ "${1:-}" = --resolve ]; then shift; for c in "$@"; do resolve "$c"; done; exit 0; fi
 if [ "${1:-}" = --bin-dir ]; then bin_dir "$2"; exit 0; fi
-[ $# -gt 0 ] || set -- kubernetes etcd coredns prometheus-operator
+[ $# -gt 0 ] || set -- kubernetes etcd coredns prometheus-operator prometheus
 for c in "$@"; do build "$c"; done

@@ -18,10 +18,10 @@ CHART_DIR = REPO_ROOT / "charts" / "cryptovol"
 RULES_FILE = CHART_DIR / "files" / "rules" / "cryptovol-rules.yaml"
 DASHBOARDS_DIR = CHART_DIR / "files" / "dashboards"
 K8S_DIR = REPO_ROOT / "k8s"
-CRDS_DIR = REPO_ROOT.parent / "shared" / "crds"
-TOOLS_BIN = Path(
-    os.environ.get("CRYPTOVOL_TOOLS_BIN", Path.home() / ".cache" / "cryptovol" / "bin")
-)
+CACHE = Path(os.environ.get("CRYPTOVOL_CACHE", Path.home() / ".cache" / "cryptovol"))
+TOOLS_BIN = Path(os.environ.get("CRYPTOVOL_TOOLS_BIN", CACHE / "bin"))
+# generated/fetched from package registries by tools/install-crds.sh (part of `make install`)
+CRD_DIRS = (CACHE / "crds" / "strimzi-1.2.0", CACHE / "crds" / "prometheus-operator-v0.93.1")
 TOOLS_SHARE = TOOLS_BIN.parent / "share"
 INSTALL_HINT = "run `bash tools/install-deploy-tools.sh` (part of `make install`)"
 
@@ -88,10 +88,13 @@ def container_env(container: dict) -> dict[str, str]:
 
 
 def crd_schemas() -> dict[tuple[str, str], dict]:
-    """(apiVersion, kind) -> openAPIV3Schema from ../shared/crds; skips when absent."""
-    if not CRDS_DIR.is_dir():
-        pytest.skip(
-            f"CRD definitions not available at {CRDS_DIR} (see its README in the shared folder)"
+    """(apiVersion, kind) -> openAPIV3Schema of the Strimzi and prometheus-operator CRDs.
+    A missing CRD folder fails the test: the schemas are part of what `make install` sets up."""
+    missing = [str(d) for d in CRD_DIRS if not (d / ".complete").is_file()]
+    if missing:
+        pytest.fail(
+            f"CRDs missing in {', '.join(missing)}: run `bash tools/install-crds.sh` ({INSTALL_HINT})",
+            pytrace=False,
         )
     return _crd_schemas()
 
@@ -99,7 +102,7 @@ def crd_schemas() -> dict[tuple[str, str], dict]:
 @functools.lru_cache(maxsize=1)
 def _crd_schemas() -> dict[tuple[str, str], dict]:
     out: dict[tuple[str, str], dict] = {}
-    for path in sorted(CRDS_DIR.rglob("*.yaml")):
+    for path in sorted(p for d in CRD_DIRS for p in d.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
