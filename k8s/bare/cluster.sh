@@ -186,6 +186,8 @@ up() {
     mkdir -p "$STATE"
     "$here/images.sh" > "$STATE/image-archives"
     write_state
+    # what the host looks like without the cluster: down checks it looks the same again
+    python3 "$here/hoststate.py" snapshot "$BARE/host-before.json"
     create_cgroups
     start_node
     wait_for "the node's processes" 60 test -e "$STATE/run/started"
@@ -217,7 +219,12 @@ down() {
         while read -r dir; do [ -z "$dir" ] || rmdir "$dir" 2>/dev/null || true; done < "$STATE/created-paths"
     fi
     rm -rf "$STATE" "$KUBECONFIG_OUT"
-    log "down: no cluster process, namespace, mount or cgroup left"
+    if [ -f "$BARE/host-before.json" ]; then
+        python3 "$here/hoststate.py" check "$BARE/host-before.json" "$STATE" \
+            || die "cluster-down left the above behind"
+        rm -f "$BARE/host-before.json"
+    fi
+    log "down: no cluster process, mount, network namespace, firewall rule or cgroup left"
 }
 
 status() {

@@ -56,16 +56,20 @@ def run(
 
 
 @functools.lru_cache(maxsize=64)
-def _render(sets: tuple[str, ...], release: str, namespace: str) -> str:
+def _render(sets: tuple[str, ...], release: str, namespace: str, files: tuple[str, ...]) -> str:
     args = [tool("helm"), "template", release, str(CHART_DIR), "--namespace", namespace]
+    for f in files:
+        args += ["-f", f]
     for s in sets:
         args += ["--set", s]
     return run(args).stdout
 
 
-def render(*sets: str, release: str = "cryptovol", namespace: str = "cryptovol") -> list[dict]:
-    """Render the chart with `helm template` and return its objects (cached per argument set)."""
-    docs = yaml.safe_load_all(_render(tuple(sets), release, namespace))
+def render(*sets: str, release: str = "cryptovol", namespace: str = "cryptovol",
+           files: tuple[str, ...] = ()) -> list[dict]:
+    """Render the chart with `helm template` (values `files`, then `sets`) and return its
+    objects (cached per argument set)."""
+    docs = yaml.safe_load_all(_render(tuple(sets), release, namespace, tuple(files)))
     return [d for d in docs if d]
 
 
@@ -99,11 +103,19 @@ def crd_schemas() -> dict[tuple[str, str], dict]:
     return _crd_schemas()
 
 
+class _CrdLoader(yaml.SafeLoader):
+    """SafeLoader that reads a bare `=` as the string it is (YAML 1.1's `value` tag; the
+    Prometheus CRD has one among its enum values)."""
+
+
+_CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: node.value)
+
+
 @functools.lru_cache(maxsize=1)
 def _crd_schemas() -> dict[tuple[str, str], dict]:
     out: dict[tuple[str, str], dict] = {}
     for path in sorted(p for d in CRD_DIRS for p in d.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in yaml.load_all(path.read_text(), Loader=_CrdLoader):  # noqa: S506
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             group = doc["spec"]["group"]
