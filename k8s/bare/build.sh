@@ -2,7 +2,7 @@
 # Builds the bare cluster's binaries from their Go modules, once, into a cache outside the
 # repository, and reuses them afterwards:
 #   k8s/bare/build.sh [COMPONENT...]       (default: every component)
-# COMPONENT is one of: kubernetes etcd coredns prometheus-operator prometheus
+# COMPONENT is one of: kubernetes etcd coredns prometheus-operator prometheus skaffold
 # Output: $CRYPTOVOL_CACHE/bare/bin/<component>-<version>/ (default CRYPTOVOL_CACHE
 # ~/.cache/cryptovol). A folder is only published once its build succeeded, so an interrupted
 # build is simply redone. Each component's wrapper module (go.mod + go.sum, pinned) lives in
@@ -26,7 +26,8 @@ version_of() {
         coredns) echo "$COREDNS_VERSION" ;;
         prometheus-operator) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
         prometheus) echo "$PROMETHEUS_VERSION" ;;
-        *) die "unknown component '$1' (kubernetes etcd coredns prometheus-operator prometheus)" ;;
+        skaffold) echo "$SKAFFOLD_VERSION" ;;
+        *) die "unknown component '$1' (kubernetes etcd coredns prometheus-operator prometheus skaffold)" ;;
     esac
 }
 
@@ -40,6 +41,7 @@ packages_of() {
         prometheus-operator) printf 'github.com/prometheus-operator/prometheus-operator/cmd/%s\n' \
             operator prometheus-config-reloader ;;
         prometheus) echo github.com/prometheus/prometheus/cmd/prometheus ;;
+        skaffold) echo github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold ;;
     esac
 }
 
@@ -73,6 +75,8 @@ ldflags_of() {
             done ;;
         prometheus-operator|prometheus)
             flags+=" -X github.com/prometheus/common/version.Version=${v#v}" ;;
+        skaffold)
+            flags+=" -X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=$v" ;;
     esac
     echo "$flags"
 }

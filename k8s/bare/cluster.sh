@@ -236,18 +236,31 @@ status() {
 
 load() { # IMAGE...: from the builder's store into the node's containerd
     running || die "the cluster is not running: make cluster-up K8S_PROVIDER=bare"
-    local image archive
-    archive="$(mktemp "$BARE/load-XXXXXX.tar")"
+    local image id archive wanted=() ids=()
+    local podman="$repo/tools/podman.sh" docker=""
+    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then docker=docker; fi
+    touch "$STATE/loaded-images"
     for image in "$@"; do
-        if command -v docker >/dev/null && docker image inspect "$image" >/dev/null 2>&1; then
-            docker save -o "$archive" "$image"
-        else
-            "$repo/tools/podman.sh" save --format oci-archive -o "$archive" "$image" >/dev/null
-        fi
-        ctr -a "$STATE/containerd/containerd.sock" -n k8s.io images import "$archive" >/dev/null
-        log "loaded $image"
+        if [ -n "$docker" ]; then id="$(docker image inspect -f '{{.Id}}' "$image")"
+        else id="$("$podman" image inspect -f '{{.Id}}' "$image")"; fi
+        [ -n "$id" ] || die "no image $image"
+        # already there from an earlier load of this cluster: nothing to copy
+        if grep -qxF "$image $id" "$STATE/loaded-images"; then log "$image already loaded"; continue; fi
+        wanted+=("$image"); ids+=("$id")
     done
+    [ ${#wanted[@]} -gt 0 ] || return 0
+    # one archive for all: the layers the images share are copied once
+    archive="$(mktemp "$BARE/load-XXXXXX.tar")"
+    if [ -n "$docker" ]; then docker save -o "$archive" "${wanted[@]}"
+    else "$podman" save -q -m --format docker-archive -o "$archive" "${wanted[@]}"; fi
+    ctr -a "$STATE/containerd/containerd.sock" -n k8s.io images import "$archive" >/dev/null \
+        || { rm -f "$archive"; die "could not import ${wanted[*]}"; }
     rm -f "$archive"
+    for i in "${!wanted[@]}"; do
+        sed -i "\\|^${wanted[$i]} |d" "$STATE/loaded-images"
+        echo "${wanted[$i]} ${ids[$i]}" >> "$STATE/loaded-images"
+    done
+    log "loaded ${wanted[*]}"
 }
 
 case "${1:-}" in

@@ -28,7 +28,7 @@ static() {
     tar -C "$dir" -c bin | podman import --change "ENTRYPOINT [\"/bin/$(basename "$binary")\"]" \
         --change 'USER 65534:65534' - "$ref" >/dev/null 2>&1
     rm -rf "$dir"
-    podman save --format oci-archive -o "$archive.partial" "$ref" >/dev/null
+    podman save -q --format oci-archive -o "$archive.partial" "$ref"
     mv "$archive.partial" "$archive"
     log "built $ref"
     echo "$archive"
@@ -54,7 +54,7 @@ kafka() {
     "$repo/tools/build-images.sh" --base >/dev/null 2>&1 || die "cannot build the Debian base image"
     podman build --network host -f "$here/images/kafka.Containerfile" -t "$ref" "$home" \
         > "$OUT/kafka-build.log" 2>&1 || die "Kafka image build failed: $OUT/kafka-build.log"
-    podman save --format oci-archive -o "$archive.partial" "$ref" >/dev/null
+    podman save -q --format oci-archive -o "$archive.partial" "$ref"
     mv "$archive.partial" "$archive"
     log "built $ref"
     echo "$archive"

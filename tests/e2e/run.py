@@ -299,6 +299,7 @@ class E2E:
             "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
             "spec": {
                 "restartPolicy": "Never", "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
                 "securityContext": template["securityContext"],
                 "containers": [{
                     "name": "client", "image": template["containers"][0]["image"],
