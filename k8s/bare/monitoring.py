@@ -89,7 +89,7 @@ def manifests(module_dir: Path) -> list[dict]:
                 container["imagePullPolicy"] = "Never"
     docs += [d for d in _upstream(module_dir / "example" / "rbac" / "prometheus", images)
              if d["kind"] != "Prometheus"]
-    return docs + [prometheus(versions)]
+    return [*docs, prometheus(versions)]
 
 
 def main(argv: list[str]) -> int:

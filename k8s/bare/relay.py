@@ -11,6 +11,7 @@ or firewall rule. Stdlib only; one thread pair per connection (a handful: kubect
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import socket
@@ -40,10 +41,8 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
         pass
     finally:
         for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(how)
-            except OSError:
-                pass
 
 
 def _serve(client: socket.socket, target: tuple[str, int]) -> None:

@@ -97,7 +97,8 @@ def crd_schemas() -> dict[tuple[str, str], dict]:
     missing = [str(d) for d in CRD_DIRS if not (d / ".complete").is_file()]
     if missing:
         pytest.fail(
-            f"CRDs missing in {', '.join(missing)}: run `bash tools/install-crds.sh` ({INSTALL_HINT})",
+            f"CRDs missing in {', '.join(missing)}: run `bash tools/install-crds.sh` "
+            f"({INSTALL_HINT})",
             pytrace=False,
         )
     return _crd_schemas()
@@ -115,7 +116,7 @@ _CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: node.
 def _crd_schemas() -> dict[tuple[str, str], dict]:
     out: dict[tuple[str, str], dict] = {}
     for path in sorted(p for d in CRD_DIRS for p in d.glob("*.yaml")):
-        for doc in yaml.load_all(path.read_text(), Loader=_CrdLoader):  # noqa: S506
+        for doc in yaml.load_all(path.read_text(), Loader=_CrdLoader):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             group = doc["spec"]["group"]

@@ -335,7 +335,10 @@ def test_notes_print_port_forward_commands() -> None:
         (("consumer.apiUrl=api:8000",), "/consumer/apiUrl"),
         (("monitoring.serviceMonitor.interval=fast",), "/monitoring/serviceMonitor/interval"),
         (("ingest.coinbaseWsUrl=http://x",), "/ingest/coinbaseWsUrl"),
-        (("networkPolicy.external.exchange.ports={https}",), "/networkPolicy/external/exchange/ports/0"),
+        (
+            ("networkPolicy.external.exchange.ports={https}",),
+            "/networkPolicy/external/exchange/ports/0",
+        ),
         (("networkPolicy.egress.api=kafka",), "/networkPolicy/egress/api"),
         (("unknownTopLevel=1",), "unknownTopLevel"),
     ],

@@ -14,7 +14,7 @@ import yaml
 from deploytools import INSTALL_HINT, REPO_ROOT, SERVICES, TOOLS_SHARE, by_kind, render, run
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
-import services as chart_services  # noqa: E402
+import services as chart_services
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 # every other image recipe of the project (bases, the bare cluster's Kafka, the e2e exchange)

@@ -40,8 +40,9 @@ STUB = r'''#!/usr/bin/env python3
 import json, os, sys
 name = os.path.basename(sys.argv[0])
 state_file = os.environ["STUB_STATE"]
-state = json.load(open(state_file)) if os.path.exists(state_file) else {"clusters": [], "secrets": []}
-state.setdefault("profiles", [])
+state = {"clusters": [], "secrets": [], "profiles": []}
+if os.path.exists(state_file):
+    state = json.load(open(state_file))
 args = sys.argv[1:]
 with open(os.environ["STUB_LOG"], "a") as log:
     log.write(json.dumps([name, *args]) + "\n")
@@ -178,7 +179,8 @@ def test_prometheus_selects_the_charts_monitors_and_rules() -> None:
 
 
 def test_grafana_dashboards_come_from_the_sidecar() -> None:
-    sidecar = _yaml("monitoring/kube-prometheus-stack-values.yaml")["grafana"]["sidecar"]["dashboards"]
+    grafana = _yaml("monitoring/kube-prometheus-stack-values.yaml")["grafana"]
+    sidecar = grafana["sidecar"]["dashboards"]
     assert sidecar["searchNamespace"] == "ALL"
     dashboards = [c for c in by_kind(render(), "ConfigMap").values()
                   if sidecar["label"] in c["metadata"]["labels"]]
@@ -253,12 +255,14 @@ def test_bare_pki_issues_what_each_component_needs(tmp_path: Path) -> None:
                    check=True, capture_output=True, timeout=120)
     for cert in pki.glob("*.crt"):
         if cert.name != "ca.crt":
-            assert _openssl("verify", "-CAfile", str(pki / "ca.crt"), str(cert)).strip().endswith("OK")
+            verified = _openssl("verify", "-CAfile", str(pki / "ca.crt"), str(cert))
+            assert verified.strip().endswith("OK")
     server = _openssl("x509", "-in", str(pki / "apiserver.crt"), "-noout", "-ext", "subjectAltName")
     for san in ("IP Address:127.0.0.1", "IP Address:10.250.0.1", "IP Address:10.96.0.1",
                 "DNS:kubernetes.default.svc.cluster.local"):
         assert san in server
-    subjects = {name: _openssl("x509", "-in", str(pki / f"{name}.crt"), "-noout", "-subject", "-nameopt", "compat")
+    subjects = {name: _openssl("x509", "-in", str(pki / f"{name}.crt"), "-noout", "-subject",
+                               "-nameopt", "compat")
                 for name in ("admin", "kubelet-client", "kube-proxy", "apiserver-kubelet-client")}
     assert "O=system:masters" in subjects["admin"]
     assert "O=system:nodes" in subjects["kubelet-client"]
@@ -300,13 +304,15 @@ def test_bare_monitoring_is_kube_prometheus_stacks_prometheus() -> None:
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"].startswith("localhost/cryptovol/prometheus-operator:")
-    assert any(a.startswith("--prometheus-config-reloader=localhost/cryptovol/") for a in container["args"])
+    reloader = "--prometheus-config-reloader=localhost/cryptovol/"
+    assert any(a.startswith(reloader) for a in container["args"])
     assert not any("quay.io" in json.dumps(d) for d in docs)
 
 
 def test_bare_relay_carries_bytes_both_ways() -> None:
     if os.geteuid() != 0:
-        pytest.fail("the relay joins a network namespace: run the deploy tests as root", pytrace=False)
+        pytest.fail("the relay joins a network namespace: run the deploy tests as root",
+                    pytrace=False)
     upstream = socket.create_server(("127.0.0.1", 0))
     target = upstream.getsockname()[1]
 

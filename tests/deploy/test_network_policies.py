@@ -175,7 +175,8 @@ def _implied(values: dict, external_endpoint: dict[str, str] = EXTERNAL_ENDPOINT
     for comp, peers in np["egress"].items():
         for peer in peers:
             if peer in np["external"]:
-                flows |= {(comp, external_endpoint[peer], port) for port in np["external"][peer]["ports"]}
+                ports = np["external"][peer]["ports"]
+                flows |= {(comp, external_endpoint[peer], port) for port in ports}
             else:
                 flows.add((comp, peer, values[peer]["port"]))
     return flows

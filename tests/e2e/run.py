@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-from kube import (  # noqa: E402
+from kube import (
     BARE_KUBECONFIG,
     CACHE,
     REPO_ROOT,
@@ -43,7 +43,8 @@ from kube import (  # noqa: E402
     pods_ready,
     wait_until,
 )
-from services import Service, services  # noqa: E402
+
+from services import Service, services
 
 RELEASE = "cryptovol"
 NAMESPACE = "cryptovol"
@@ -65,7 +66,8 @@ print("started", flush=True)
 while not os.path.exists("/tmp/stop"):
     sent += 1
     try:
-        request = urllib.request.Request(url, data=body, headers={{"content-type": "application/json"}})
+        request = urllib.request.Request(url, data=body,
+                                         headers={{"content-type": "application/json"}})
         with urllib.request.urlopen(request, timeout=5) as response:
             ok = response.status == 200 and len(json.load(response)["scores"]) == 1
     except Exception as exc:
@@ -115,7 +117,8 @@ class E2E:
         self.services: list[Service] = services()
         self.kube, self.provider = _connect()
         self.report["provider"] = self.provider
-        self.report["kubeconfig"] = self.kube.kubeconfig or os.environ.get("KUBECONFIG", "~/.kube/config")
+        self.report["kubeconfig"] = self.kube.kubeconfig or os.environ.get(
+            "KUBECONFIG", "~/.kube/config")
 
     # ---- steps --------------------------------------------------------------------------
     def step(self, name: str, action: Callable[[], None]) -> bool:
@@ -166,7 +169,9 @@ class E2E:
             "@PULL_POLICY@", "Never" if self.provider == "bare" else "IfNotPresent")
         self.kube.apply(manifest)
         self.kube.rollout(f"deployment/{EXCHANGE}")
-        values = ["-f", str(REPO_ROOT / "k8s" / "bare" / "values.yaml")] if self.provider == "bare" else []
+        values = []
+        if self.provider == "bare":
+            values += ["-f", str(REPO_ROOT / "k8s" / "bare" / "values.yaml")]
         values += ["-f", str(REPO_ROOT / "tests" / "e2e" / "values.yaml")]
         self.kube.helm("upgrade", "--install", RELEASE, str(REPO_ROOT / "charts" / "cryptovol"),
                        *values, "--wait", "--timeout", f"{int(WAIT_S)}s")
@@ -212,11 +217,13 @@ class E2E:
                 ours = [t for t in active if t["labels"].get("namespace") == NAMESPACE]
                 prom["targets_total"] = len(ours)
                 prom["targets_up"] = sum(t["health"] == "up" for t in ours)
-                return prom["targets_total"] >= expected and prom["targets_up"] == prom["targets_total"]
+                total = prom["targets_total"]
+                return total >= expected and prom["targets_up"] == total
             wait_until(f"{expected} targets of namespace {NAMESPACE} up", targets, WAIT_S, 5)
 
-            rules_file = REPO_ROOT / "charts" / "cryptovol" / "files" / "rules" / "cryptovol-rules.yaml"
-            wanted = [r for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"]]
+            rules_file = REPO_ROOT / "charts" / "cryptovol" / "files" / "rules"
+            groups = yaml.safe_load((rules_file / "cryptovol-rules.yaml").read_text())["groups"]
+            wanted = [r for g in groups for r in g["rules"]]
 
             def rules() -> bool:
                 groups = http_json(f"{api}/rules")["data"]["groups"]
@@ -229,7 +236,8 @@ class E2E:
 
             def series() -> bool:
                 prom["recording_series"] = sum(
-                    bool(http_json(f"{api}/query?query={name}")["data"]["result"]) for name in records)
+                    bool(http_json(f"{api}/query?query={name}")["data"]["result"])
+                    for name in records)
                 return prom["recording_series"] > 0
             wait_until("a recording rule producing series", series, WAIT_S, 10)
 
@@ -337,13 +345,15 @@ class E2E:
 
     # ---- measurements -------------------------------------------------------------------
     def release_pods(self) -> list[dict]:
-        pods = self.kube.pods(f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component!=test")
+        pods = self.kube.pods(
+            f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component!=test")
         return [p for p in pods if p["status"].get("phase") == "Running"
                 and not p["metadata"].get("deletionTimestamp")]
 
     def rows_scored(self) -> int:
         total = 0
-        for pod in self.kube.pods(f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=api"):
+        api_pods = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=api"
+        for pod in self.kube.pods(api_pods):
             metrics = self.kube.kubectl("exec", pod["metadata"]["name"], "--", "python", "-c",
                                         "import urllib.request; print(urllib.request.urlopen("
                                         "'http://127.0.0.1:8000/metrics').read().decode())")
@@ -414,7 +424,8 @@ def _connect() -> tuple[Kube, str]:
     kube = Kube(None, kubectl, helm, NAMESPACE)
     context = kube.run([kubectl, "config", "current-context"], check=False).stdout.strip()
     if not context:
-        raise SystemExit("no cluster: run `make cluster-up K8S_PROVIDER=bare` (or set a kube context)")
+        raise SystemExit(
+            "no cluster: run `make cluster-up K8S_PROVIDER=bare` (or set a kube context)")
     log(f"kube context {context}")
     return kube, context
 
