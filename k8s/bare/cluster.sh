@@ -85,7 +85,7 @@ remove_cgroups() {
             [ -d "$dir" ] || break
             sleep 0.2
         done
-        [ -d "$dir" ] && log "warning: could not remove $dir (processes left in it?)"
+        if [ -d "$dir" ]; then log "warning: could not remove $dir (processes left in it?)"; fi
     done < <(cgroup_dirs)
 }
 
