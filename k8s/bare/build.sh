@@ -3,6 +3,7 @@
 # repository, and reuses them afterwards:
 #   k8s/bare/build.sh [COMPONENT...]       (default: every component)
 # COMPONENT is one of: kubernetes etcd coredns prometheus-operator prometheus skaffold
+#   kube-network-policies
 # Output: $CRYPTOVOL_CACHE/bare/bin/<component>-<version>/ (default CRYPTOVOL_CACHE
 # ~/.cache/cryptovol). A folder is only published once its build succeeded, so an interrupted
 # build is simply redone. Each component's wrapper module (go.mod + go.sum, pinned) lives in
@@ -27,7 +28,8 @@ version_of() {
         prometheus-operator) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
         prometheus) echo "$PROMETHEUS_VERSION" ;;
         skaffold) echo "$SKAFFOLD_VERSION" ;;
-        *) die "unknown component '$1' (kubernetes etcd coredns prometheus-operator prometheus skaffold)" ;;
+        kube-network-policies) echo "$KUBE_NETWORK_POLICIES_VERSION" ;;
+        *) die "unknown component '$1' (kubernetes etcd coredns prometheus-operator prometheus skaffold kube-network-policies)" ;;
     esac
 }
 
@@ -42,6 +44,7 @@ packages_of() {
             operator prometheus-config-reloader ;;
         prometheus) echo github.com/prometheus/prometheus/cmd/prometheus ;;
         skaffold) echo github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold ;;
+        kube-network-policies) echo sigs.k8s.io/kube-network-policies/cmd ;;
     esac
 }
 
@@ -108,6 +111,8 @@ build() {
     (cd "$work" && go build -trimpath -tags "$(tags_of "$c")" -ldflags "$(ldflags_of "$c")" -o "$out.partial/" $(packages_of "$c"))
     # a main package at .../server/v3 is named after "server"
     if [ "$c" = etcd ]; then mv "$out.partial/server" "$out.partial/etcd"; fi
+    # ... and one at .../cmd after "cmd": the project calls it netpol
+    if [ "$c" = kube-network-policies ]; then mv "$out.partial/cmd" "$out.partial/netpol"; fi
     touch "$out.partial/.complete"
     rm -rf "$out"; mv "$out.partial" "$out"
     log "$c built in $((SECONDS - start)) s: $(cd "$out" && ls | tr '\n' ' ')"

@@ -4,6 +4,7 @@ builds) and skaffold.yaml (validated against skaffold's published JSON schema)."
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import tomllib
@@ -240,7 +241,7 @@ def test_skaffold_port_forwards_and_profiles() -> None:
     assert services["cryptovol-api"]["spec"]["ports"][0]["port"] == 8000
     assert services["cryptovol-mlflow"]["spec"]["ports"][0]["port"] == 5000
     profiles = {p["name"]: p for p in config["profiles"]}
-    assert set(profiles) == {"kind", "minikube", "baseline"}
+    assert set(profiles) == {"kind", "minikube", "bare", "baseline"}
     assert profiles["kind"]["activation"] == [{"kubeContext": "kind-cryptovol"}]
     # the baseline profile's patch lands on the release's setValues
     (patch,) = profiles["baseline"]["patches"]
@@ -249,3 +250,20 @@ def test_skaffold_port_forwards_and_profiles() -> None:
         and patch["value"] == "baseline"
     )
     assert "setValues" in config["deploy"]["helm"]["releases"][0]
+
+
+def test_skaffold_bare_profile_builds_every_service_into_the_bare_node() -> None:
+    bare = {p["name"]: p for p in _skaffold()["profiles"]}["bare"]
+    # the context of the bare cluster's kubeconfig (k8s/bare/pki.sh)
+    assert "- name: cryptovol-bare" in (REPO_ROOT / "k8s" / "bare" / "pki.sh").read_text()
+    assert bare["activation"] == [{"kubeContext": "cryptovol-bare"}]
+    artifacts = {a["image"]: a for a in bare["build"]["artifacts"]}
+    assert set(artifacts) == {s.repository for s in chart_services.services()}
+    for svc in chart_services.services():
+        custom = artifacts[svc.repository]["custom"]
+        script = REPO_ROOT / custom["buildCommand"]
+        assert script.is_file() and os.access(script, os.X_OK)
+        assert {"Dockerfile", "libs", svc.package_dir} <= set(custom["dependencies"]["paths"])
+    patches = {p["path"]: p["value"] for p in bare["patches"]}
+    (values,) = patches["/deploy/helm/releases/0/valuesFiles"]
+    assert (REPO_ROOT / values).is_file()
