@@ -10,6 +10,10 @@ connection starting at 0, and a ``timestamp`` with nine fractional digits. Each
 recorded ticker (``raw``) is wrapped in a real envelope whose timestamp is the
 recorded tick time, so event times (and record ids) are the same on every run.
 
+``--products N`` serves the recording as N products (see
+:mod:`cryptovol.devtools.products`: re-labelled, shifted by a few milliseconds
+each, prices scaled by exact powers of two).
+
 The feed is shared by all connections and resumes where the previous connection
 stopped: every recorded tick is sent once. Fault switches for tests: drop the
 connection after N ticker messages, skip sequence numbers, interleave malformed JSON
@@ -40,6 +44,7 @@ from websockets.exceptions import ConnectionClosed
 
 from cryptovol.core.coinbase import format_exchange_timestamp
 from cryptovol.core.schemas import tick_record_id
+from cryptovol.devtools.products import ProductFanOut, product_names
 from cryptovol.runtime.logs import configure_logging, get_logger
 from cryptovol.runtime.pacing import Pacer
 from cryptovol.runtime.recordings import open_recordings
@@ -126,7 +131,7 @@ class FakeExchange:
         self,
         files: Iterable[Path | str] = (Path("data/coinbase-ticker"),),
         *,
-        feed: list[FeedTick] | None = None,
+        feed: Sequence[FeedTick] | None = None,
         speed: float = math.inf,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -138,8 +143,14 @@ class FakeExchange:
         subscribe_timeout_s: float = 5.0,
         max_gap_s: float = 5.0,
         tickers_per_message: int = 1,
+        products: int = 0,
+        product_shift: timedelta = timedelta(milliseconds=5),
     ) -> None:
-        self.feed = feed if feed is not None else load_feed(files, mirror_products)
+        if feed is None:
+            feed = load_feed(files, mirror_products)
+            if products:
+                feed = ProductFanOut(feed, product_names(products), product_shift)
+        self.feed = feed
         self.speed = speed
         self.host = host
         self.port = port
@@ -165,11 +176,25 @@ class FakeExchange:
         self.unknown_sent = 0
         self.drops_done = 0
         self.stalls_done = 0
+        self._stall_until = 0.0  # monotonic time before which nothing is sent (stall_for)
         self.finished = threading.Event()
 
     @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
+
+    def stall_for(self, seconds: float) -> None:
+        """Send nothing at all (heartbeats included) on any connection for
+        ``seconds`` from now; callable from any thread."""
+        self._stall_until = time.monotonic() + seconds
+        self.stalls_done += 1
+        log.info("fault: stalling every connection", extra={"seconds": seconds})
+
+    async def _hold_while_stalled(self, conn: _Connection) -> None:
+        while (remaining := self._stall_until - time.monotonic()) > 0:
+            conn.stalled = True
+            await asyncio.sleep(min(remaining, 0.5))
+        conn.stalled = False
 
     async def start(self) -> str:
         self._server = await serve(self._handle, self.host, self.port, compression=None,
@@ -251,7 +276,8 @@ class FakeExchange:
         counter = 0
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            if conn.stalled or "heartbeats" not in conn.subscriptions:
+            if conn.stalled or "heartbeats" not in conn.subscriptions \
+                    or time.monotonic() < self._stall_until:
                 continue
             counter += 1
             now = datetime.now(UTC)
@@ -298,6 +324,7 @@ class FakeExchange:
                 return
             stamp = batch[-1].event_time
             await pacer.wait(stamp.timestamp())
+            await self._hold_while_stalled(conn)
             if (faults.stall_after and conn.ticker_messages == faults.stall_after
                     and self.stalls_done < faults.stalls):
                 self.stalls_done += 1
@@ -359,6 +386,9 @@ class FakeExchangeThread:
     def url(self) -> str:
         return self.exchange.url
 
+    def stall_for(self, seconds: float) -> None:
+        self._loop.call_soon_threadsafe(self.exchange.stall_for, seconds)
+
     def wait_finished(self, timeout: float | None = None) -> bool:
         return self.exchange.finished.wait(timeout)
 
@@ -394,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-ticks", type=int)
     parser.add_argument("--mirror-products", default="",
                         help="comma-separated extra products served with the recorded data")
+    parser.add_argument("--products", type=int, default=0,
+                        help="serve the recording as N products (BTC-USD, ETH-USD, ...), each "
+                        "shifted in time and price (see cryptovol.devtools.products)")
+    parser.add_argument("--product-shift-ms", type=float, default=5.0,
+                        help="time shift between consecutive products (default 5 ms)")
     parser.add_argument("--tickers-per-message", type=int, default=1)
     parser.add_argument("--heartbeat-s", type=float, default=1.0)
     parser.add_argument("--subscribe-timeout-s", type=float, default=5.0)
@@ -418,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exchange = FakeExchange(args.files, speed=args.speed, host=args.host, port=args.port,
                                 faults=faults, loop=args.loop, max_ticks=args.max_ticks,
-                                mirror_products=mirror, heartbeat_s=args.heartbeat_s,
+                                mirror_products=mirror, products=args.products,
+                                product_shift=timedelta(milliseconds=args.product_shift_ms),
+                                heartbeat_s=args.heartbeat_s,
                                 subscribe_timeout_s=args.subscribe_timeout_s,
                                 tickers_per_message=args.tickers_per_message)
     except (FileNotFoundError, StopIteration) as exc:
