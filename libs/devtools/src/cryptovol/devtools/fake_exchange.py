@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -76,6 +76,8 @@ class Faults:
     stall_after: int = 0  # go silent after this many ticker messages on a connection
     stall_s: float = 30.0
     stalls: int = 1
+    # messages sent verbatim (at most once) as soon as this many ticks have been sent
+    inject: dict[int, list[bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,8 @@ class FakeExchange:
         self.drops_done = 0
         self.stalls_done = 0
         self._stall_until = 0.0  # monotonic time before which nothing is sent (stall_for)
+        self._injections = sorted(self.faults.inject.items())
+        self.injected = 0
         self.finished = threading.Event()
 
     @property
@@ -351,6 +355,10 @@ class FakeExchange:
                 self.malformed_sent += 1
             if faults.unknown_every and n % faults.unknown_every == 0:
                 await self._send_unknown(conn)
+            while self._injections and self._injections[0][0] <= self.ticks_sent:
+                for message in self._injections.pop(0)[1]:  # popped first: at most once
+                    self.injected += 1
+                    await conn.ws.send(_frame(message))
             if faults.drop_after and n == faults.drop_after and self.drops_done < faults.drops:
                 self.drops_done += 1
                 log.info("fault: dropping the connection", extra={"after": n})
@@ -367,6 +375,14 @@ class FakeExchange:
         else:  # a message type nobody knows
             await conn.ws.send(orjson.dumps({"type": "notice", "message": "hello"}).decode())
         self.unknown_sent += 1
+
+
+def _frame(message: bytes) -> str | bytes:
+    """A text frame, as the exchange sends, unless the bytes are not UTF-8."""
+    try:
+        return message.decode()
+    except UnicodeDecodeError:
+        return message
 
 
 class FakeExchangeThread:

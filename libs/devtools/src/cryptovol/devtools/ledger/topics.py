@@ -47,7 +47,7 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """partition -> next offset the group will read (absent: nothing committed)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="cryptovol-ledger")
     try:
-        offsets = admin.list_consumer_group_offsets(group)
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items()
