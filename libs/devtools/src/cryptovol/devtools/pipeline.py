@@ -330,11 +330,12 @@ class LocalPipeline:
                  "FEATURE_JUMP_S": "feature_jump_s"}
         return {field: env[name] for name, field in names.items() if name in env}
 
-    def ledger(self, wait_s: float = 180.0, drained: bool = True) -> LedgerReport:
+    def ledger(self, wait_s: float = 180.0, drained: bool = True,
+               products: frozenset[str] | None = None) -> LedgerReport:
         """Wait (up to ``wait_s``) for the stages to catch up, then settle the ledger."""
         settings = self.ledger_settings()
         wait_drained(settings, wait_s, say=lambda message: None)
-        return collect(settings, drained=drained)
+        return collect(settings, drained=drained, products=products)
 
     def unhealthy(self) -> dict[str, int | None]:
         """Services that are not running or whose ``/readyz`` does not answer 200."""

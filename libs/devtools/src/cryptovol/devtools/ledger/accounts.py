@@ -35,7 +35,7 @@ import orjson
 
 from cryptovol.core.features import FEATURE_NAMES, FeatureConfig, FeatureEngine, to_micros
 from cryptovol.core.features.engine import MALFORMED
-from cryptovol.core.schemas import RawTick
+from cryptovol.core.schemas import FeatureRow, RawTick
 
 UNKNOWN_PRODUCT = "?"
 _PACK = struct.Struct(f"<q?{len(FEATURE_NAMES)}d")
@@ -169,8 +169,10 @@ class Ledger:
     """Feed it the topics (raw first, in partition order), then :meth:`report`."""
 
     def __init__(self, config: FeatureConfig | None = None, *, predict_warmup: bool = False,
-                 emit_interval_ms: int = 0, examples: int = 5) -> None:
+                 emit_interval_ms: int = 0, products: frozenset[str] | None = None,
+                 examples: int = 5) -> None:
         self.engine = FeatureEngine(config)
+        self.only = products  # account for these products only (None: every product)
         self.predict_warmup = predict_warmup
         self.emit_interval_us = emit_interval_ms * 1000
         self.max_examples = examples
@@ -189,6 +191,9 @@ class Ledger:
         self._buckets: dict[str, int] = {}
         self._unknown_predictions: Counter[str] = Counter()
 
+    def _skip(self, product: str | None) -> bool:
+        return self.only is not None and product not in self.only
+
     def _problem(self, name: str, example: str, n: int = 1) -> None:
         self.problems[name] += n
         if len(self.examples[name]) < self.max_examples:
@@ -200,9 +205,12 @@ class Ledger:
             tick = RawTick.model_validate(orjson.loads(record.value or b""))
         except ValueError:  # invalid JSON or schema: the featurizer must dead-letter it
             product = (record.key or b"").decode(errors="replace") or UNKNOWN_PRODUCT
-            self._bad_raw[(record.partition, record.offset)] = product
+            if not self._skip(product):
+                self._bad_raw[(record.partition, record.offset)] = product
             return
         rid, product = tick.record_id, tick.product_id
+        if self._skip(product):
+            return
         account = self.accounts[product]
         content = orjson.dumps([to_micros(tick.event_time), tick.price, tick.best_bid,
                                 tick.best_ask, tick.best_bid_quantity, tick.best_ask_quantity])
@@ -246,6 +254,9 @@ class Ledger:
         return False
 
     def add_raw_dead_letter(self, record: Record) -> None:
+        if self._skip((record.key or b"").decode(errors="replace") or None) and \
+                record.header("source_offset") is not None:
+            return
         reason = record.header("reason") or "unknown"
         self.dlq_reasons["ticks.raw.dlq"][_reason_kind(reason)] += 1
         source = record.header("source_offset")
@@ -261,19 +272,21 @@ class Ledger:
 
     # -- ticks.features --------------------------------------------------------------------------
     def add_feature(self, record: Record) -> None:
-        try:
-            doc = orjson.loads(record.value or b"")
-            rid, product = doc["record_id"], doc["product_id"]
-            features = doc["features"]
-            values = [features[name] for name in FEATURE_NAMES]
-            values = [_NAN if v is None else float(v) for v in values]
-            digest = _row_digest(_micros(doc["event_time"]), bool(doc["warmup"]), values)
-            if not isinstance(rid, str) or not isinstance(product, str):
-                raise TypeError("ids")
-        except (ValueError, KeyError, TypeError):  # the consumer must dead-letter it
+        try:  # what the consumer accepts: the schema, with features
+            row = FeatureRow.model_validate_json(record.value or b"")
+            if not row.features:
+                raise ValueError("no features")
+        except ValueError:  # the consumer must dead-letter it
             key = (record.key or b"").decode(errors="replace") or UNKNOWN_PRODUCT
-            self._bad_rows[record.value or b""] = (key, record.partition, record.offset)
+            if not self._skip(key):
+                self._bad_rows[record.value or b""] = (key, record.partition, record.offset)
             return
+        rid = row.record_id
+        if self._skip(row.product_id):
+            return
+        values = [row.features.get(name, _NAN) for name in FEATURE_NAMES]
+        digest = _row_digest(to_micros(row.event_time), row.warmup,
+                             [_NAN if v is None else v for v in values])
         state = self.ticks.get(rid)
         if state is None:
             self._problem("rows_without_tick", rid)
@@ -296,6 +309,8 @@ class Ledger:
             self._problem("rows_differ_from_reference", rid)
 
     def add_feature_dead_letter(self, record: Record) -> None:
+        if self._skip((record.key or b"").decode(errors="replace") or None):
+            return
         reason = record.header("reason") or "unknown"
         self.dlq_reasons["ticks.features.dlq"][_reason_kind(reason)] += 1
         value = record.value or b""
@@ -316,6 +331,8 @@ class Ledger:
             scored = (f'{doc["model_variant"]}/{doc["model_version"]}', float(doc["score"]))
         except (ValueError, KeyError, TypeError):
             self._problem("predictions_unreadable", f"{where}: {value[:80]!r}")
+            return
+        if self._skip(doc.get("product_id")):
             return
         state = self.ticks.get(rid) if isinstance(rid, str) else None
         if state is None or not state.features:

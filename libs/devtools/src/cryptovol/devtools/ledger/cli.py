@@ -73,9 +73,10 @@ def wait_drained(settings: LedgerSettings, timeout_s: float, say=print) -> bool:
         time.sleep(1.0)
 
 
-def collect(settings: LedgerSettings, *, drained: bool = False, progress: bool = False
-            ) -> LedgerReport:
-    """Read every topic (and the fallback files) and settle the ledger."""
+def collect(settings: LedgerSettings, *, drained: bool = False, progress: bool = False,
+            products: frozenset[str] | None = None) -> LedgerReport:
+    """Read every topic (and the fallback files) and settle the ledger (of
+    ``products`` only, when given)."""
     bootstrap = settings.bootstrap
     raw, features = settings.topic_raw, settings.topic_features
     fz_committed = committed_offsets(bootstrap, settings.featurizer_group, raw)
@@ -83,7 +84,7 @@ def collect(settings: LedgerSettings, *, drained: bool = False, progress: bool =
     topics = [raw, raw + DLQ_SUFFIX, features, features + DLQ_SUFFIX, settings.topic_predictions]
     ends = end_offsets(bootstrap, topics)
     ledger = Ledger(settings.feature_config(), predict_warmup=settings.predict_warmup,
-                    emit_interval_ms=settings.emit_interval_ms)
+                    emit_interval_ms=settings.emit_interval_ms, products=products)
     steps = [(raw, ledger.add_raw), (raw + DLQ_SUFFIX, ledger.add_raw_dead_letter),
              (features, ledger.add_feature),
              (features + DLQ_SUFFIX, ledger.add_feature_dead_letter),
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the stack is stopped or idle: a record still in flight is missing")
     parser.add_argument("--wait-s", type=float, default=0.0,
                         help="first wait up to this long for the stages to catch up")
+    parser.add_argument("--products", help="comma-separated products to account for "
+                        "(default: every product on the topics)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -125,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.wait_s > 0:
             wait_drained(settings, args.wait_s, say=lambda m: print(m, file=sys.stderr))
-        report = collect(settings, drained=args.drained, progress=not args.quiet)
+        only = frozenset(p.strip() for p in args.products.split(",") if p.strip()) \
+            if args.products else None
+        report = collect(settings, drained=args.drained, progress=not args.quiet, products=only)
     except (KafkaError, TimeoutError, OSError) as exc:
         print(f"cryptovol-ledger: could not read the topics: {exc!r}", file=sys.stderr)
         return 2
