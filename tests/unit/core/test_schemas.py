@@ -8,6 +8,8 @@ from pydantic import ValidationError
 
 from cryptovol.core.coinbase import ticker_to_tick
 from cryptovol.core.schemas import (
+    EARLIEST_EVENT_TIME,
+    MAX_CLOCK_AHEAD,
     FeatureRow,
     PredictionRecord,
     RawTick,
@@ -47,10 +49,42 @@ def test_ticker_normalisation_keeps_every_number_and_the_times():
     assert tick.schema_version == 1
 
 
-@pytest.mark.parametrize("price", [None, "", "0", "-1", "abc"])
+@pytest.mark.parametrize("price", [None, "", "0", "-1", "abc", "NaN", "Infinity", "1e400"])
 def test_ticker_without_a_usable_price_is_rejected(price):
     with pytest.raises(ValueError):
         ticker_to_tick({**TICKER, "price": price}, event_time=T0, receive_time=T0)
+
+
+@pytest.mark.parametrize("product", [None, "", 7])
+def test_ticker_without_a_product_id_is_rejected(product):
+    with pytest.raises(ValueError, match="product id"):
+        ticker_to_tick({**TICKER, "product_id": product}, event_time=T0, receive_time=T0)
+
+
+@pytest.mark.parametrize(("event_time", "why"), [
+    (datetime(2999, 1, 1, tzinfo=UTC), "after receive_time"),
+    (T0 + MAX_CLOCK_AHEAD + timedelta(seconds=1), "after receive_time"),
+    (datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC), "before 2015"),
+])
+def test_event_times_no_exchange_clock_can_give_are_rejected(event_time, why):
+    with pytest.raises(ValidationError, match=why):
+        ticker_to_tick(TICKER, event_time=event_time, receive_time=T0)
+    # within the clock's allowance, and anything in the past since 2015 (replays), is fine
+    ticker_to_tick(TICKER, event_time=T0 + MAX_CLOCK_AHEAD, receive_time=T0)
+    ticker_to_tick(TICKER, event_time=EARLIEST_EVENT_TIME, receive_time=T0)
+
+
+def test_records_of_another_schema_version_are_refused():
+    tick = json.loads(to_json_bytes(ticker_to_tick(TICKER, event_time=T0, receive_time=T0)))
+    with pytest.raises(ValidationError, match="schema_version 2 is not supported"):
+        RawTick.model_validate(tick | {"schema_version": 2})
+    row = {"record_id": "r", "product_id": "BTC-USD", "event_time": "2025-01-01T00:00:00Z",
+           "receive_time": "2025-01-01T00:00:00Z", "warmup": False, "features": {"n": 1.0}}
+    assert FeatureRow.model_validate(row).schema_version == 1  # absent: the current one
+    with pytest.raises(ValidationError, match="schema_version 0 is not supported"):
+        FeatureRow.model_validate(row | {"schema_version": 0})
+    with pytest.raises(ValidationError):
+        RawTick.model_validate(tick | {"product_id": ""})
 
 
 def test_raw_tick_round_trips_through_json():

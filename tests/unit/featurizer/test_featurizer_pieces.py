@@ -45,6 +45,15 @@ def test_other_valid_shapes_go_through_the_schema(ticks: list[RawTick]) -> None:
     b'"receive_time": "2025-01-01T00:00:00Z", "price": 1.0}',
     b'{"record_id": "x", "product_id": "BTC-USD", "event_time": "2025-01-01T00:00:00Z", '
     b'"receive_time": "2025-01-01T00:00:00Z", "price": "abc"}',
+    # shaped like the hot path's input, but not a tick this build can read
+    b'{"schema_version": 2, "record_id": "x", "product_id": "BTC-USD", '
+    b'"event_time": "2025-01-01T00:00:00Z", "receive_time": "2025-01-01T00:00:00Z", "price": 1.0}',
+    b'{"record_id": "x", "product_id": "", "event_time": "2025-01-01T00:00:00Z", '
+    b'"receive_time": "2025-01-01T00:00:00Z", "price": 1.0}',
+    b'{"record_id": "x", "product_id": "BTC-USD", "event_time": "2999-01-01T00:00:00Z", '
+    b'"receive_time": "2025-01-01T00:00:00Z", "price": 1.0}',
+    b'{"record_id": "x", "product_id": "BTC-USD", "event_time": "1970-01-01T00:00:01Z", '
+    b'"receive_time": "2025-01-01T00:00:00Z", "price": 1.0}',
 ])
 def test_malformed_messages_raise_one_error_type(raw: bytes | None) -> None:
     with pytest.raises(MalformedTick):

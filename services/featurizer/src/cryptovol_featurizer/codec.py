@@ -17,7 +17,12 @@ import orjson
 from pydantic import ValidationError
 
 from cryptovol.core.features import FEATURE_NAMES, StepResult, to_micros
-from cryptovol.core.schemas import FEATURE_ROW_SCHEMA_VERSION, RawTick
+from cryptovol.core.schemas import (
+    FEATURE_ROW_SCHEMA_VERSION,
+    RAW_TICK_SCHEMA_VERSION,
+    RawTick,
+    implausible_event_time,
+)
 
 _EPOCH = datetime(1970, 1, 1)
 _OPTIONAL = ("best_bid", "best_ask", "best_bid_quantity", "best_ask_quantity")
@@ -63,9 +68,13 @@ def parse_tick(raw: bytes | None) -> TickIn:
     try:  # the shape the ingest writes
         rid, pid, price = doc["record_id"], doc["product_id"], doc["price"]
         if type(rid) is not str or type(pid) is not str or type(price) not in _NUMBER \
-                or not rid or not pid:
+                or not rid or not pid \
+                or doc.get("schema_version", RAW_TICK_SCHEMA_VERSION) != RAW_TICK_SCHEMA_VERSION:
             raise TypeError("fields")
-        return TickIn(rid, pid, _micros(doc["event_time"]), _micros(doc["receive_time"]),
+        event_us, receive_us = _micros(doc["event_time"]), _micros(doc["receive_time"])
+        if implausible_event_time(event_us, receive_us):
+            raise ValueError("time")  # the schema says why
+        return TickIn(rid, pid, event_us, receive_us,
                       float(price), *(_optional(doc, k) for k in _OPTIONAL))
     except (KeyError, TypeError, ValueError):
         pass

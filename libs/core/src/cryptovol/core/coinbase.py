@@ -8,6 +8,7 @@ path all turn exchange tickers into ticks here, so they cannot disagree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,10 +40,13 @@ def ticker_to_tick(
 ) -> RawTick:
     """One element of ``events[].tickers[]`` as a tick. Raises ``ValueError``
     (or ``KeyError``) on a ticker without a product or a usable price."""
-    product_id = str(raw["product_id"])
+    product_id = raw["product_id"]
+    if not isinstance(product_id, str) or not product_id:
+        raise ValueError(f"ticker without a product id: {product_id!r}")
     price = _number(raw, "price")
-    if price is None or not price > 0:
-        raise ValueError(f"ticker for {product_id} has no positive price: {raw.get('price')!r}")
+    if price is None or not 0 < price < math.inf:
+        raise ValueError(f"ticker for {product_id} has no positive finite price: "
+                         f"{raw.get('price')!r}")
     return RawTick(
         record_id=tick_record_id(product_id, event_time, index),
         product_id=product_id,

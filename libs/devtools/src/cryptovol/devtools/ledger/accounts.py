@@ -36,6 +36,7 @@ import orjson
 from cryptovol.core.features import FEATURE_NAMES, FeatureConfig, FeatureEngine, to_micros
 from cryptovol.core.features.engine import MALFORMED
 from cryptovol.core.schemas import FeatureRow, RawTick
+from cryptovol.runtime.kafka import DEAD_LETTER_MAX_BYTES
 
 UNKNOWN_PRODUCT = "?"
 _PACK = struct.Struct(f"<q?{len(FEATURE_NAMES)}d")
@@ -278,8 +279,9 @@ class Ledger:
                 raise ValueError("no features")
         except ValueError:  # the consumer must dead-letter it
             key = (record.key or b"").decode(errors="replace") or UNKNOWN_PRODUCT
-            if not self._skip(key):
-                self._bad_rows[record.value or b""] = (key, record.partition, record.offset)
+            if not self._skip(key):  # its dead letter keeps the start of it
+                self._bad_rows[(record.value or b"")[:DEAD_LETTER_MAX_BYTES]] = (
+                    key, record.partition, record.offset)
             return
         rid = row.record_id
         if self._skip(row.product_id):
