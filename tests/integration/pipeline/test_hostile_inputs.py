@@ -427,3 +427,26 @@ def test_the_ledger_balances_and_no_service_restarted_or_degraded(run: HostileRu
     assert run.pipeline.unhealthy() == {}
     assert {name: s.starts for name, s in run.pipeline.services.items()} == {
         name: 1 for name in run.pipeline.services}
+
+
+def test_the_ledger_turns_red_when_records_are_lost(run: HostileRun) -> None:
+    """The same run, made lossy: the first predictions of one partition deleted
+    from predictions.log. (Runs last: it changes the topic.)"""
+    from kafka import KafkaAdminClient
+    from kafka.structs import TopicPartition
+
+    topic = run.pipeline.settings().topic_predictions
+    ends = end_offsets(run.pipeline.bootstrap, [topic])[topic]
+    partition = max(ends, key=lambda p: ends[p])
+    lost = {orjson.loads(r.value)["record_id"]
+            for r in read_topic(run.pipeline.bootstrap, topic, {partition: 25})}
+    admin = KafkaAdminClient(bootstrap_servers=run.pipeline.bootstrap)
+    try:
+        admin.delete_records({TopicPartition(topic, partition): 25})
+    finally:
+        admin.close()
+    report = run.pipeline.ledger(wait_s=5)
+    assert not report.balanced
+    assert report.problems["missing_predictions"] == len(lost) == 25
+    assert set(report.examples["missing_predictions"]) <= lost
+    assert report.totals.missing == 25

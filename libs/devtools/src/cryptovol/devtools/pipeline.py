@@ -164,6 +164,7 @@ class PipelineConfig:
     files: Sequence[Path] = ()
     speed: float = math.inf
     loop: bool = False
+    max_ticks: int | None = None  # the exchange stops after this many
     partitions: int = 3
     featurizer_replicas: int = 1
     product_shift: timedelta = timedelta(milliseconds=5)
@@ -248,6 +249,7 @@ class LocalPipeline:
             files = list(self.config.files) or [self.config.repo / "data" / "coinbase-ticker"]
             self.exchange = FakeExchangeThread(
                 files=files, speed=self.config.speed, loop=self.config.loop,
+                max_ticks=self.config.max_ticks,
                 products=len(self.products), product_shift=self.config.product_shift,
                 faults=self.config.faults)
             self.exchange.start()

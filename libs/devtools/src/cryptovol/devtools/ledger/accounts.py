@@ -25,6 +25,7 @@ delivery) must carry the same content as the first copy.
 
 from __future__ import annotations
 
+import bisect
 import math
 import struct
 from collections import Counter, defaultdict
@@ -140,6 +141,21 @@ class LedgerReport:
     exchange_dead_letters: int  # exchange messages the ingest could not parse (no record id)
     latencies_ms: dict[str, list[float]]  # product -> receive-to-prediction latencies
     drained: bool
+    # product -> (receive time, first prediction time) of its predicted ticks, epoch
+    # microseconds, in receive order
+    flow: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def resumed_at(self, wall_us: int, window: int = 1000) -> int | None:
+        """When every product had a tick received at or after ``wall_us`` predicted
+        (None if one never did): the end of an outage that began at ``wall_us``."""
+        latest = None
+        for pairs in self.flow.values():
+            i = bisect.bisect_left(pairs, (wall_us, -1))
+            first = min((p for _, p in pairs[i:i + window]), default=None)
+            if first is None:
+                return None
+            latest = first if latest is None else max(latest, first)
+        return latest
 
     @property
     def balanced(self) -> bool:
@@ -383,6 +399,7 @@ class Ledger:
                 self._problem("malformed_rows_not_dead_lettered", f"{_p}:{offset}")
 
         latencies: dict[str, list[float]] = defaultdict(list)
+        flow: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for rid, state in self.ticks.items():
             account = self.accounts[state.product]
             if state.expect != "row":
@@ -406,6 +423,7 @@ class Ledger:
                 account.predicted += 1
                 if state.predicted_us is not None:
                     latencies[state.product].append((state.predicted_us - state.receive_us) / 1e3)
+                    flow[state.product].append((state.receive_us, state.predicted_us))
             elif row_pending(state.features):
                 account.pending += 1
             else:
@@ -426,6 +444,7 @@ class Ledger:
             exchange_dead_letters=self.exchange_dead_letters,
             latencies_ms=dict(latencies),
             drained=drained,
+            flow={product: sorted(pairs) for product, pairs in flow.items()},
         )
 
 
