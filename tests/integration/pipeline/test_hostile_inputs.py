@@ -303,7 +303,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
     config = PipelineConfig(
         workdir=tmp_path_factory.mktemp("hostile"), repo=REPO, products=LIVE,
         files=[RECORDING], faults=Faults(inject=inject),
-        service_env={"ingest": {"STALL_TIMEOUT_S": "5"}})
+        # every row is scored, warm-up rows too: each good tick is followed to a prediction
+        service_env={"ingest": {"STALL_TIMEOUT_S": "5"}, "consumer": {"PREDICT_WARMUP": "true"}})
     with LocalPipeline(config) as pipeline:
         stop = threading.Event()
         rows_thread = threading.Thread(target=_produce_rows, args=(pipeline, rows, stop))

@@ -38,6 +38,8 @@ from cryptovol.devtools.ledger.report import as_json, as_text, latency_summary
 from cryptovol.devtools.ledger.topics import end_offsets, read_topic
 from cryptovol.devtools.pipeline import LocalPipeline, PipelineConfig
 
+#: The consumer scores warm-up rows too, so every tick is followed to a prediction.
+EVERY_ROW_SCORED = {"consumer": {"PREDICT_WARMUP": "true"}}
 #: The longest recordings: about 55 minutes of market data in three files.
 CHAOS_FILES = ("ticks_BTCUSD_20251201_000100.ndjson.gz", "ticks_BTCUSD_20251205_204355.ndjson.gz",
                "ticks_BTCUSD_20251206_011247.ndjson.gz")
@@ -191,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     files = [args.repo / "data" / "coinbase-ticker" / name for name in CHAOS_FILES]
     config = PipelineConfig(workdir=args.workdir.resolve(), repo=args.repo.resolve(),
                             products=args.products, files=files, speed=args.speed,
-                            partitions=args.partitions, featurizer_replicas=args.featurizers)
+                            partitions=args.partitions, featurizer_replicas=args.featurizers,
+                            service_env=EVERY_ROW_SCORED)
     names = ["featurizer"] if args.featurizers == 1 else [
         f"featurizer-{k + 1}" for k in range(args.featurizers)]
     result = run_chaos(config, default_schedule(names, args.spacing_s),

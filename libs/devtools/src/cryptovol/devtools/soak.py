@@ -32,6 +32,7 @@ from pathlib import Path
 
 import orjson
 
+from cryptovol.devtools.chaos import EVERY_ROW_SCORED
 from cryptovol.devtools.ledger.accounts import LedgerReport, percentiles
 from cryptovol.devtools.ledger.report import as_json, as_text
 from cryptovol.devtools.ledger.topics import committed_offsets, end_offsets
@@ -256,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.workdir, ignore_errors=True)
     config = PipelineConfig(workdir=args.workdir.resolve(), repo=args.repo.resolve(),
                             products=args.products, speed=args.speed, loop=True,
-                            files=[args.repo / "data" / "coinbase-ticker"])
+                            files=[args.repo / "data" / "coinbase-ticker"],
+                            service_env=EVERY_ROW_SCORED)
     limits = Limits(rss_mib_per_h=args.rss_slope_mib_per_h, drain_s=args.drain_s)
     result = run_soak(config, args.minutes, args.every_s, args.warmup_min, limits,
                       say=lambda m: print(m, flush=True))

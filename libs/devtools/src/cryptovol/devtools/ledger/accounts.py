@@ -53,6 +53,7 @@ class Record:
     value: bytes | None
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None  # when the producing stage sent it (Kafka CreateTime)
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -77,8 +78,8 @@ class _Tick:
     """What the ledger knows about one record id."""
 
     __slots__ = ("expect", "features", "first_row", "offset", "partition", "predicted",
-                 "predicted_us", "prediction", "product", "receive_us", "ref", "row_conflict",
-                 "warmup")
+                 "predicted_us", "prediction", "product", "raw_sent_ms", "receive_us", "ref",
+                 "row_conflict", "row_sent_ms", "warmup")
 
     def __init__(self, product: str, partition: int, offset: int, receive_us: int) -> None:
         self.product = product
@@ -94,6 +95,8 @@ class _Tick:
         self.predicted = 0
         self.predicted_us: int | None = None
         self.prediction: tuple[str, float] | None = None  # (model, score) of the first copy
+        self.raw_sent_ms: int | None = None  # Kafka timestamps of the first copies
+        self.row_sent_ms: int | None = None
 
 
 @dataclass
@@ -144,6 +147,9 @@ class LedgerReport:
     # product -> (receive time, first prediction time) of its predicted ticks, epoch
     # microseconds, in receive order
     flow: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # where the time went, per predicted tick (ms): ingest (receive -> ticks.raw),
+    # featurizer (ticks.raw -> ticks.features), consumer (ticks.features -> prediction)
+    stage_latencies_ms: dict[str, list[float]] = field(default_factory=dict)
 
     def resumed_at(self, wall_us: int, window: int = 1000) -> int | None:
         """When every product had a tick received at or after ``wall_us`` predicted
@@ -243,6 +249,7 @@ class Ledger:
             return
         self._raw_content[rid] = content
         state = _Tick(product, record.partition, record.offset, to_micros(tick.receive_time))
+        state.raw_sent_ms = record.timestamp_ms
         self.ticks[rid] = state
         account.produced += 1
         if outcome == MALFORMED:
@@ -318,6 +325,7 @@ class Ledger:
                 self._problem("rows_conflicting_copies", rid)
             return
         state.first_row = digest
+        state.row_sent_ms = record.timestamp_ms
         if state.expect != "row":
             self._problem("rows_not_due", f"{rid} ({state.expect})")
             return
@@ -400,6 +408,7 @@ class Ledger:
 
         latencies: dict[str, list[float]] = defaultdict(list)
         flow: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        stages: dict[str, list[float]] = {"ingest": [], "featurizer": [], "consumer": []}
         for rid, state in self.ticks.items():
             account = self.accounts[state.product]
             if state.expect != "row":
@@ -424,6 +433,10 @@ class Ledger:
                 if state.predicted_us is not None:
                     latencies[state.product].append((state.predicted_us - state.receive_us) / 1e3)
                     flow[state.product].append((state.receive_us, state.predicted_us))
+                    if state.raw_sent_ms is not None and state.row_sent_ms is not None:
+                        stages["ingest"].append(state.raw_sent_ms - state.receive_us / 1e3)
+                        stages["featurizer"].append(state.row_sent_ms - state.raw_sent_ms)
+                        stages["consumer"].append(state.predicted_us / 1e3 - state.row_sent_ms)
             elif row_pending(state.features):
                 account.pending += 1
             else:
@@ -445,6 +458,7 @@ class Ledger:
             latencies_ms=dict(latencies),
             drained=drained,
             flow={product: sorted(pairs) for product, pairs in flow.items()},
+            stage_latencies_ms={k: v for k, v in stages.items() if v},
         )
 
 

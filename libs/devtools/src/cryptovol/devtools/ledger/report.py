@@ -20,6 +20,9 @@ def latency_summary(report: LedgerReport) -> dict[str, object]:
         "all": {"n": len(everything), **percentiles(everything)},
         "per_product": {p: {"n": len(v), **percentiles(v)}
                         for p, v in sorted(report.latencies_ms.items())},
+        "by_stage": {"what": "ingest: receive -> sent to ticks.raw; featurizer: -> row sent to "
+                             "ticks.features; consumer: -> prediction (Kafka create times)",
+                     **{stage: percentiles(v) for stage, v in report.stage_latencies_ms.items()}},
     }
 
 
@@ -65,10 +68,15 @@ def as_text(report: LedgerReport) -> str:
     if report.exchange_dead_letters:
         lines.append(f"exchange messages the ingest dead-lettered (no record id): "
                      f"{report.exchange_dead_letters:,}")
-    latency = latency_summary(report)["all"]
+    summary = latency_summary(report)
+    latency = summary["all"]
     if latency["n"]:  # type: ignore[index]
         lines.append("receive -> prediction latency: " + ", ".join(
             f"{k} {v:,.1f} ms" for k, v in latency.items() if k != "n"))  # type: ignore[union-attr]
+        for stage, values in summary["by_stage"].items():  # type: ignore[union-attr]
+            if stage != "what":
+                lines.append(f"  {stage:<10} " + ", ".join(f"{k} {v:,.1f} ms"
+                                                          for k, v in values.items()))
     bad = {name: n for name, n in report.problems.items() if n}
     for name, n in sorted(bad.items()):
         examples = ", ".join(report.examples.get(name, []))

@@ -77,7 +77,8 @@ def read_topic(bootstrap: str, topic: str, ends: dict[int, int],
                 for r in batch:
                     if r.offset >= end:
                         break
-                    yield Record(r.partition, r.offset, r.value, r.key, tuple(r.headers or ()))
+                    yield Record(r.partition, r.offset, r.value, r.key, tuple(r.headers or ()),
+                                 r.timestamp)
                 position = consumer.position(tp)  # past control records, too
                 if progress is not None:
                     progress(len(batch))
