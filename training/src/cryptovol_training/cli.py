@@ -151,7 +151,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                       blocks=args.blocks)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    summary = {name: {k: m.get(k) for k in ("pr_auc", "prevalence", "f1", "brier", "n")}
+    keys = ("pr_auc", "prevalence", "f1", "flag_rate", "brier", "n")
+    summary = {name: {k: m.get(k) for k in keys}
                for name, m in report["models"].items()}
     print(json.dumps({"out": str(args.out), "rows": report["rows"], "models": summary,
                       "errors": report["errors"]}, indent=2))

@@ -131,7 +131,7 @@ class _Product:
         self.last_received = 0
         self.n = 0  # segment index of the next tick
         self.base = 0  # segment index of element 0 of the per-tick lists
-        self.prev_q = 0  # to_fixed(|r|) of the previous tick (0 if none)
+        self.prev_q = 0  # |r| of the previous tick at scale 2**S (0 if none)
         self.times: list[int] = []
         self.prices: list[float] = []
         self.ids: dict[str, None] = {}  # record ids of the listed ticks, in order
