@@ -25,7 +25,9 @@ COPY libs/ ./libs/
 COPY ${PACKAGE_DIR}/ ./package/
 # The local distributions are given by path, so a same-named project on the index can
 # never stand in for them; the wheelhouse holds everything the install below may use.
-RUN pip wheel --no-deps --wheel-dir /service ./package \
+# A package that is itself one of libs/ (libs/devtools) is built once, as the package.
+RUN rm -rf "./${PACKAGE_DIR}" \
+    && pip wheel --no-deps --wheel-dir /service ./package \
     && pip wheel --wheel-dir /wheels --constraint constraints.txt \
         ./libs/*/ /service/*.whl "dumb-init==${DUMB_INIT_VERSION}"
 
