@@ -182,7 +182,7 @@ up() {
     fi
     [ -e "$STATE" ] && { log "cleaning up a stopped cluster's state"; down; }
     local start=$SECONDS
-    "$here/build.sh" kubernetes etcd coredns prometheus-operator prometheus
+    "$here/build.sh" kubernetes etcd coredns prometheus-operator prometheus kube-network-policies
     mkdir -p "$STATE"
     "$here/images.sh" > "$STATE/image-archives"
     write_state

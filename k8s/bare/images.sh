@@ -67,5 +67,7 @@ static "localhost/cryptovol/coredns:$COREDNS_VERSION" "$(bin coredns)/coredns"
 static "localhost/cryptovol/prometheus-operator:$PROMETHEUS_OPERATOR_VERSION" "$(bin prometheus-operator)/operator"
 static "localhost/cryptovol/prometheus-config-reloader:$PROMETHEUS_OPERATOR_VERSION" "$(bin prometheus-operator)/prometheus-config-reloader"
 static "localhost/cryptovol/prometheus:$PROMETHEUS_VERSION" "$(bin prometheus)/prometheus"
-static "localhost/cryptovol/kube-network-policies:$KUBE_NETWORK_POLICIES_VERSION" "$(bin kube-network-policies)/netpol"
+if [ -n "${BARE_NETPOL:-}" ]; then
+    static "localhost/cryptovol/kube-network-policies:$KUBE_NETWORK_POLICIES_VERSION" "$(bin kube-network-policies)/netpol"
+fi
 kafka

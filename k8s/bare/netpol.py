@@ -33,6 +33,8 @@ def manifests(module_dir: Path, version: str) -> list[dict]:
         container["volumeMounts"] = [m for m in container["volumeMounts"]
                                      if m["name"] != "nri-plugin"]
         spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "nri-plugin"]
+        # its own image runs as root; the local one-binary images default to nobody
+        container["securityContext"]["runAsUser"] = 0
         container["image"] = f"localhost/cryptovol/kube-network-policies:{version}"
         container["imagePullPolicy"] = "Never"
     return docs

@@ -119,7 +119,7 @@ class E2E:
             "helm_test": False,
             "security": {"non_root": False, "read_only_root": False, "no_capabilities": False},
             "network_policies": {"consumer_to_api": False, "ingest_to_api_denied": False,
-                                 "stranger_to_api_denied": False},
+                                 "stranger_to_api_denied": False, "enforced": False},
             "prometheus": {"targets_up": 0, "targets_total": 0, "rules_loaded": 0,
                            "recording_series": 0, "alert_fired_and_cleared": False},
             "timings_s": {},
@@ -361,9 +361,25 @@ class E2E:
         result["consumer_to_api"] = connects(f"deployment/{RELEASE}-consumer")
         result["ingest_to_api_denied"] = not connects(f"deployment/{RELEASE}-ingest")
         result["stranger_to_api_denied"] = not connects(f"deployment/{EXCHANGE}")
+        result["enforced"] = result["ingest_to_api_denied"] and result["stranger_to_api_denied"]
         log(f"network policies: {result}")
-        if not all(result.values()):
+        if not result["consumer_to_api"]:
+            raise StepFailed(f"an edge of the values' table is blocked: {result}")
+        if result["enforced"]:
+            return
+        if self.enforcer_expected():
             raise StepFailed(f"NetworkPolicies not enforced as the values' table says: {result}")
+        log("NetworkPolicies accepted but not enforced: the bare cluster's bridge CNI ignores "
+            "them (BARE_NETPOL=1 adds kube-network-policies where the kernel has nft_queue)")
+
+    def enforcer_expected(self) -> bool:
+        """kind (kindnet) and minikube (Calico) enforce; the bare cluster only with
+        kube-network-policies installed."""
+        if self.provider != "bare":
+            return True
+        return bool(self.kube.kubectl("get", "daemonset", "kube-network-policies",
+                                      "--ignore-not-found", "-o", "name",
+                                      namespace="kube-system").strip())
 
     def helm_test(self) -> None:
         out = self.kube.helm("test", RELEASE, "--logs", "--timeout", "180s")
