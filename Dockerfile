@@ -13,7 +13,6 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 # ---- wheels: the service and every libs/* distribution, with pinned dependencies ---
 FROM ${PYTHON_IMAGE} AS wheels
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 ARG SERVICE
 ARG PACKAGE_DIR=services/${SERVICE}
@@ -26,7 +25,9 @@ COPY ${PACKAGE_DIR}/ ./package/
 # The local distributions are given by path, so a same-named project on the index can
 # never stand in for them; the wheelhouse holds everything the install below may use.
 # A package that is itself one of libs/ (libs/devtools) is built once, as the package.
-RUN rm -rf "./${PACKAGE_DIR}" \
+# pip's download cache is a build cache mount: shared by every service's build, never in a layer
+RUN --mount=type=cache,target=/root/.cache/pip \
+    rm -rf "./${PACKAGE_DIR}" \
     && pip wheel --no-deps --wheel-dir /service ./package \
     && pip wheel --wheel-dir /wheels --constraint constraints.txt \
         ./libs/*/ /service/*.whl "dumb-init==${DUMB_INIT_VERSION}"
