@@ -7,7 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
-PACKAGES := libs/cryptovol services/ingest services/featurizer services/consumer services/api training
+# libs/devtools (local broker, stack runner, fake exchange) is for developers only: no service
+# depends on it, so no image installs it
+PACKAGES := libs/core libs/runtime libs/devtools services/ingest services/featurizer services/consumer services/api training
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 STAMP := $(VENV)/.installed
 TOOLS_STAMP := $(HOME)/.cache/cryptovol/.tools-installed
@@ -25,6 +27,8 @@ install: $(STAMP) $(TOOLS_STAMP) ## create .venv, install every package, fetch t
 $(STAMP): $(PYPROJECTS) constraints.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@# the shared library was one distribution, `cryptovol`, before it was split by purpose
+	@$(UV) pip uninstall --quiet --python $(PY) cryptovol 2>/dev/null || true
 	$(UV) pip install --quiet --python $(PY) --constraint constraints.txt \
 		-r requirements-dev.txt $(addprefix -e ,$(PACKAGES))
 	@touch $@

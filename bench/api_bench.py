@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryptovol.net import free_port
+from cryptovol.devtools.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "api.json"
@@ -60,7 +60,7 @@ SEQUENTIAL = {"vectorized": {1: 300, 100: 50, 1000: 10}, "naive": {1: 100, 100: 
 def serve_naive(port: int) -> None:
     import uvicorn
 
-    from cryptovol.logs import configure_logging
+    from cryptovol.runtime.logs import configure_logging
     from cryptovol_api.app import create_app
     from cryptovol_api.model import Scorer
     from cryptovol_api.settings import ApiSettings
@@ -86,8 +86,8 @@ def serve_naive(port: int) -> None:
 
 def feature_rows(n: int = 4000) -> list[dict[str, float]]:
     """Warm feature rows of the bundled recordings, evenly sampled."""
-    from cryptovol.features import FEATURE_NAMES, features_frame
-    from cryptovol.recordings import open_recordings, read_ticks
+    from cryptovol.core.features import FEATURE_NAMES, features_frame
+    from cryptovol.runtime.recordings import open_recordings, read_ticks
 
     frame = features_frame(read_ticks(open_recordings([DATA])))
     warm = frame[~frame["warmup"]]

@@ -37,15 +37,13 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from cryptovol.broker import LocalBroker
-from cryptovol.features import FEATURE_NAMES, FeatureEngine, to_micros
-from cryptovol.features.reference import Tick, _features
-from cryptovol.kafka import ensure_topics, make_consumer, make_producer
-from cryptovol.logs import configure_logging
-from cryptovol.obs import Shutdown
-from cryptovol.recordings import open_recordings, read_ticks
-from cryptovol.schemas import RawTick, to_json_bytes
-from cryptovol_featurizer.main import tune_gc
+from cryptovol.core.features import FEATURE_NAMES, FeatureEngine, to_micros
+from cryptovol.core.schemas import RawTick, to_json_bytes
+from cryptovol.devtools.broker import LocalBroker
+from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.runtime.lifecycle import Shutdown, tune_gc
+from cryptovol.runtime.logs import configure_logging
+from cryptovol.runtime.recordings import open_recordings, read_ticks
 from cryptovol_featurizer.service import Featurizer
 from cryptovol_featurizer.settings import FeaturizerSettings
 from cryptovol_featurizer.sink import ParquetSink
@@ -178,6 +176,9 @@ def bench_stability() -> dict:
     """One long segment: quiet moves, flat stretches and +-25 % jumps, 10 ticks/s."""
     engine = FeatureEngine()
     step = engine.step
+    sys.path.insert(0, str(REPO / "tests" / "oracles"))  # the feature tests' naive oracle
+    from features_reference import Tick, _features
+
     spacing = 100_000
     t0 = 1_764_000_000_000_000
     checkpoints = set(range(STABILITY_TICKS - 20_000, STABILITY_TICKS, 3_999))

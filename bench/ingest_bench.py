@@ -25,13 +25,13 @@ import orjson
 from kafka import KafkaProducer
 from websockets.asyncio.client import connect
 
-from cryptovol.broker import LocalBroker
-from cryptovol.coinbase import parse_message
-from cryptovol.logs import configure_logging
-from cryptovol.obs import Shutdown
-from cryptovol.schemas import to_json_bytes, utc_now
+from cryptovol.core.coinbase import parse_message
+from cryptovol.core.schemas import to_json_bytes, utc_now
+from cryptovol.devtools.broker import LocalBroker
+from cryptovol.runtime.lifecycle import Shutdown, tune_gc
+from cryptovol.runtime.logs import configure_logging
 from cryptovol_ingest.metrics import isolated_metrics
-from cryptovol_ingest.service import IngestService, tune_gc
+from cryptovol_ingest.service import IngestService
 from cryptovol_ingest.settings import IngestSettings
 from cryptovol_ingest.spool import SpoolRecord
 
@@ -65,7 +65,7 @@ def summary(latencies: list[float], first: float, last: float, cpu_s: float) -> 
 class FakeExchangeProcess:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cryptovol_ingest.fake_exchange", "--port", "0",
+            [sys.executable, "-m", "cryptovol.devtools.fake_exchange", "--port", "0",
              "--files", str(DATA), *args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.url = self.proc.stdout.readline().strip()  # type: ignore[union-attr]

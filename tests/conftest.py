@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cryptovol.settings import ServiceSettings
+from cryptovol.runtime.settings import ServiceSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECORDINGS_DIR = REPO_ROOT / "data" / "coinbase-ticker"
@@ -27,7 +27,7 @@ def kafka_broker() -> Iterator[object]:
             "ExternalBroker", (), {"bootstrap": external, "port": int(external.rsplit(":", 1)[1])}
         )()
         return
-    from cryptovol.broker import LocalBroker
+    from cryptovol.devtools.broker import LocalBroker
 
     broker = LocalBroker()
     broker.start()

@@ -201,7 +201,7 @@ def test_namespaces_match_the_chart_and_network_policies() -> None:
 
 
 def test_kafka_manifest_matches_the_chart_and_the_local_broker() -> None:
-    from cryptovol.broker import KAFKA_VERSION
+    from cryptovol.devtools.broker import KAFKA_VERSION
 
     manifests = {
         d["kind"]: d
@@ -229,7 +229,7 @@ def _versions() -> dict[str, str]:
 
 
 def test_bare_kafka_is_the_local_brokers_version_and_the_charts_bootstrap() -> None:
-    from cryptovol.broker import KAFKA_VERSION
+    from cryptovol.devtools.broker import KAFKA_VERSION
 
     assert _versions()["KAFKA_VERSION"] == KAFKA_VERSION
     text = (BARE / "addons" / "kafka.yaml").read_text().replace("@KAFKA_VERSION@", KAFKA_VERSION)

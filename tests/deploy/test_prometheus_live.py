@@ -41,7 +41,7 @@ from promql import (
     selectors,
 )
 
-from cryptovol.net import free_port, port_open
+from cryptovol.devtools.net import free_port, port_open
 
 pytestmark = pytest.mark.slow
 
@@ -192,8 +192,8 @@ def _model_env(tmp: Path) -> dict[str, str]:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from cryptovol.artifacts import save_artifact
-    from cryptovol.features import FEATURE_NAMES
+    from cryptovol.core.features import FEATURE_NAMES
+    from cryptovol.runtime.artifacts import save_artifact
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, len(FEATURE_NAMES)))
@@ -254,7 +254,7 @@ def _fast_rules(tmp: Path) -> Path:
 
 
 def _random_rows(rng: object, n: int) -> list[dict[str, float]]:
-    from cryptovol.features import FEATURE_NAMES
+    from cryptovol.core.features import FEATURE_NAMES
 
     values = rng.normal(size=(n, len(FEATURE_NAMES)))  # type: ignore[attr-defined]
     return [

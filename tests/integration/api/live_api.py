@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from cryptovol.net import free_port
+from cryptovol.devtools.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 COMMITTED_MODELS = REPO_ROOT / "models" / "artifacts"

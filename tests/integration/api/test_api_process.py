@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from live_api import api_process
 
-from cryptovol.net import free_port
+from cryptovol.devtools.net import free_port
 
 
 def _wait_for_broker_check(base: str) -> dict:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from live_api import REPO_ROOT, api_process
 
-from cryptovol.features import FEATURE_NAMES, features_frame
-from cryptovol.net import free_port
-from cryptovol.recordings import open_recordings, read_ticks
+from cryptovol.core.features import FEATURE_NAMES, features_frame
+from cryptovol.devtools.net import free_port
+from cryptovol.runtime.recordings import open_recordings, read_ticks
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from kafka.structs import TopicPartition
 from pipeline_procs import REPO_ROOT, Child, wait_http
 from prometheus_client import REGISTRY
 
-from cryptovol.kafka import ensure_topics, make_consumer, make_producer
-from cryptovol.net import free_port
-from cryptovol.obs import Shutdown
-from cryptovol.schemas import FeatureRow, PredictionRecord, to_json_bytes, utc_now
+from cryptovol.core.schemas import FeatureRow, PredictionRecord, to_json_bytes, utc_now
+from cryptovol.devtools.net import free_port
+from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.runtime.lifecycle import Shutdown
 from cryptovol_consumer.client import PredictClient
 from cryptovol_consumer.service import PredictionService
 from cryptovol_consumer.settings import ConsumerSettings

@@ -15,12 +15,12 @@ import pytest
 from kafka.structs import TopicPartition
 from pipeline_procs import REPO_ROOT, Child, wait_http
 
-from cryptovol.features import FeatureEngine
-from cryptovol.kafka import ensure_topics, make_consumer, make_producer
-from cryptovol.net import free_port
-from cryptovol.recordings import open_recordings, read_ticks
-from cryptovol.schemas import PredictionRecord, to_json_bytes
-from cryptovol.settings import ServiceSettings
+from cryptovol.core.features import FeatureEngine
+from cryptovol.core.schemas import PredictionRecord, to_json_bytes
+from cryptovol.devtools.net import free_port
+from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.runtime.recordings import open_recordings, read_ticks
+from cryptovol.runtime.settings import ServiceSettings
 
 RECORDINGS = REPO_ROOT / "data" / "coinbase-ticker"
 N_ROWS = 600

@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 from kafka import KafkaConsumer
 
-from cryptovol.features import FEATURE_NAMES
-from cryptovol.kafka import make_producer
-from cryptovol.recordings import open_recordings, read_ticks
-from cryptovol.schemas import FeatureRow, RawTick, to_json_bytes
-from cryptovol.settings import ServiceSettings
+from cryptovol.core.features import FEATURE_NAMES
+from cryptovol.core.schemas import FeatureRow, RawTick, to_json_bytes
+from cryptovol.runtime.kafka import make_producer
+from cryptovol.runtime.recordings import open_recordings, read_ticks
+from cryptovol.runtime.settings import ServiceSettings
 
 
 def recorded_ticks(recordings_dir: Path) -> list[RawTick]:

@@ -23,10 +23,10 @@ from featurizer_testkit import (
 )
 from kafka.partitioner.default import murmur2
 
-from cryptovol.features import features_frame
-from cryptovol.kafka import ensure_topics
-from cryptovol.schemas import FeatureRow
-from cryptovol.settings import ServiceSettings
+from cryptovol.core.features import features_frame
+from cryptovol.core.schemas import FeatureRow
+from cryptovol.runtime.kafka import ensure_topics
+from cryptovol.runtime.settings import ServiceSettings
 
 PRODUCTS = ("BTC-USD", "XRP-USD", "ETH-USD")  # one per partition of three
 BIN = Path(sys.executable).parent / "cryptovol-featurizer"

@@ -18,10 +18,11 @@ from featurizer_testkit import (
 )
 from kafka import KafkaConsumer
 
-from cryptovol.features import features_frame
-from cryptovol.kafka import ensure_topics, make_consumer, make_producer
-from cryptovol.obs import Shutdown, serve_http
-from cryptovol.settings import ServiceSettings
+from cryptovol.core.features import features_frame
+from cryptovol.runtime.health import serve_http
+from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.runtime.lifecycle import Shutdown
+from cryptovol.runtime.settings import ServiceSettings
 from cryptovol_featurizer.service import Featurizer
 from cryptovol_featurizer.settings import FeaturizerSettings
 from cryptovol_featurizer.sink import ParquetSink

@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptovol.schemas import RawTick
+from cryptovol.core.schemas import RawTick
+from cryptovol.devtools.fake_exchange import FakeExchange, Faults
 from cryptovol_ingest.client import CoinbaseClient
-from cryptovol_ingest.fake_exchange import FakeExchange, Faults
 from cryptovol_ingest.handler import MessageHandler
 from cryptovol_ingest.metrics import isolated_metrics
 from cryptovol_ingest.settings import IngestSettings

@@ -27,14 +27,14 @@ import httpx
 import orjson
 from kafka import TopicPartition
 
-from cryptovol.broker import LocalBroker
-from cryptovol.kafka import make_consumer
-from cryptovol.net import free_port
-from cryptovol.obs import Shutdown
-from cryptovol.recordings import open_recordings, read_ticks
-from cryptovol.schemas import RawTick
-from cryptovol.settings import ServiceSettings
-from cryptovol_ingest.fake_exchange import MALFORMED, FakeExchangeThread, Faults
+from cryptovol.core.schemas import RawTick
+from cryptovol.devtools.broker import LocalBroker
+from cryptovol.devtools.fake_exchange import MALFORMED, FakeExchangeThread, Faults
+from cryptovol.devtools.net import free_port
+from cryptovol.runtime.kafka import make_consumer
+from cryptovol.runtime.lifecycle import Shutdown
+from cryptovol.runtime.recordings import open_recordings, read_ticks
+from cryptovol.runtime.settings import ServiceSettings
 from cryptovol_ingest.metrics import IngestMetrics, isolated_metrics
 from cryptovol_ingest.service import IngestService
 from cryptovol_ingest.settings import IngestSettings

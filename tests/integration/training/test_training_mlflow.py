@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 
-from cryptovol.artifacts import load_artifact
+from cryptovol.runtime.artifacts import load_artifact
 from cryptovol_training.cli import main
 from cryptovol_training.tracking import EXPERIMENT, REGISTERED_MODEL
 

@@ -1,5 +1,5 @@
 """Helpers for the API tests: small, real model artifacts (written with
-``cryptovol.artifacts.save_artifact``) and apps built on them."""
+``cryptovol.runtime.artifacts.save_artifact``) and apps built on them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from sklearn.linear_model import LogisticRegression
 
-from cryptovol.artifacts import ZScoreRule, save_artifact
+from cryptovol.runtime.artifacts import ZScoreRule, save_artifact
 from cryptovol_api.app import create_app
 from cryptovol_api.kafka_probe import KafkaProbe
 from cryptovol_api.settings import ApiSettings

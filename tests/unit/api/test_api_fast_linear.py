@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardScaler
 
-from cryptovol.artifacts import load_artifact, save_artifact
+from cryptovol.runtime.artifacts import load_artifact, save_artifact
 from cryptovol_api.fast_linear import CompiledLinear, compile_linear
 from cryptovol_api.model import Scorer
 

@@ -10,7 +10,7 @@ import pytest
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from cryptovol.artifacts import load_artifact, save_artifact
+from cryptovol.runtime.artifacts import load_artifact, save_artifact
 from cryptovol_api import fast_trees
 from cryptovol_api.fast_trees import CompiledForest, compile_scorer
 from cryptovol_api.model import Scorer

@@ -12,7 +12,7 @@ from api_testkit import ML_FEATURES, make_client
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from cryptovol.artifacts import load_artifact
+from cryptovol.runtime.artifacts import load_artifact
 
 JSON = {"content-type": "application/json"}
 

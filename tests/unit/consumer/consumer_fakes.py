@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from kafka.structs import TopicPartition
 
-from cryptovol.schemas import FeatureRow, to_json_bytes
+from cryptovol.core.schemas import FeatureRow, to_json_bytes
 from cryptovol_consumer.client import ApiError, PredictResult
 
 TOPIC = "ticks.features"

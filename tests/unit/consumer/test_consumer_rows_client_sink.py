@@ -11,7 +11,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from cryptovol.schemas import FeatureRow, PredictionRecord, to_json_bytes
+from cryptovol.core.schemas import FeatureRow, PredictionRecord, to_json_bytes
 from cryptovol_consumer.client import ApiError, PredictClient
 from cryptovol_consumer.rows import MalformedRow, parse_row, request_features
 from cryptovol_consumer.sink import FileSink, KafkaSink

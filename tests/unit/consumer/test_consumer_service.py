@@ -15,8 +15,8 @@ from consumer_fakes import (
 )
 from prometheus_client import REGISTRY
 
-from cryptovol.obs import Shutdown
-from cryptovol.schemas import PredictionRecord
+from cryptovol.core.schemas import PredictionRecord
+from cryptovol.runtime.lifecycle import Shutdown
 from cryptovol_consumer import metrics
 from cryptovol_consumer.breaker import BreakerState
 from cryptovol_consumer.service import Interrupted, PredictionService

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from cryptovol.schemas import RawTick
+from cryptovol.core.schemas import RawTick
 
 
 class CollectingSink:

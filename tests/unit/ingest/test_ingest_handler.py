@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import orjson
 from ingest_fakes import CollectingSink
 
-from cryptovol.coinbase import SequenceTracker
+from cryptovol.core.coinbase import SequenceTracker
 from cryptovol_ingest.handler import MessageHandler
 from cryptovol_ingest.metrics import isolated_metrics
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
-from cryptovol.schemas import RawTick, tick_record_id
+from cryptovol.core.schemas import RawTick, tick_record_id
 from cryptovol_ingest.metrics import isolated_metrics
 from cryptovol_ingest.publisher import Publisher
 from cryptovol_ingest.settings import IngestSettings

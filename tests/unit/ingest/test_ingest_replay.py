@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from ingest_fakes import CollectingSink
 
-from cryptovol.coinbase import parse_message
-from cryptovol.recordings import open_recordings, read_ticks
+from cryptovol.core.coinbase import parse_message
+from cryptovol.devtools.fake_exchange import envelope
+from cryptovol.runtime.recordings import open_recordings, read_ticks
 from cryptovol_ingest.archive import RawArchive
-from cryptovol_ingest.fake_exchange import envelope
 from cryptovol_ingest.handler import MessageHandler
 from cryptovol_ingest.metrics import isolated_metrics
 from cryptovol_ingest.replay import ArchiveFile, Pacer, ReplaySource, discover

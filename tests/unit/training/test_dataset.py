@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryptovol.features import FEATURE_NAMES, features_frame
-from cryptovol.labels import LabelConfig
-from cryptovol.recordings import open_recordings, read_ticks
+from cryptovol.core.features import FEATURE_NAMES, features_frame
+from cryptovol.core.labels import LabelConfig
+from cryptovol.runtime.recordings import open_recordings, read_ticks
 from cryptovol_training.dataset import RowPolicy, build_dataset
 
 REPO = Path(__file__).resolve().parents[3]

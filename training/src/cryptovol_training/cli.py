@@ -16,10 +16,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from cryptovol.artifacts import ArtifactError
-from cryptovol.labels import LabelConfig
-from cryptovol.logs import configure_logging
-from cryptovol.settings import ServiceSettings
+from cryptovol.core.labels import LabelConfig
+from cryptovol.runtime.artifacts import ArtifactError
+from cryptovol.runtime.logs import configure_logging
+from cryptovol.runtime.settings import ServiceSettings
 from cryptovol_training.dataset import RowPolicy
 from cryptovol_training.models import DEFAULT_MODELS, MODEL_SPECS
 from cryptovol_training.splits import SplitConfig

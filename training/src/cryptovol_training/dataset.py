@@ -1,8 +1,8 @@
 """The training table: recordings -> feature library -> labels.
 
-Features come from :func:`cryptovol.features.features_frame`, the very engine
+Features come from :func:`cryptovol.core.features.features_frame`, the very engine
 the streaming featurizer runs, so training and serving cannot disagree. Labels
-come from :mod:`cryptovol.labels`.
+come from :mod:`cryptovol.core.labels`.
 
 Two row sets:
 
@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cryptovol.features import FEATURE_NAMES, features_frame
-from cryptovol.labels import LabelConfig, compute_labels
-from cryptovol.recordings import Recording, open_recordings, read_ticks
+from cryptovol.core.features import FEATURE_NAMES, features_frame
+from cryptovol.core.labels import LabelConfig, compute_labels
+from cryptovol.runtime.recordings import Recording, open_recordings, read_ticks
 
 FEATURES: tuple[str, ...] = tuple(FEATURE_NAMES)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from cryptovol.artifacts import METADATA_FILE, Artifact, ArtifactError, load_artifact
-from cryptovol.labels import LabelConfig
+from cryptovol.core.labels import LabelConfig
+from cryptovol.runtime.artifacts import METADATA_FILE, Artifact, ArtifactError, load_artifact
 from cryptovol_training.dataset import build_dataset, matrix
 from cryptovol_training.metrics import binary_metrics
 from cryptovol_training.models import PERSISTENCE, PERSISTENCE_THRESHOLD, persistence_probability

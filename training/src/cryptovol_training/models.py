@@ -1,7 +1,7 @@
 """The candidate models and the two baselines.
 
 Every learned model is a plain scikit-learn estimator over columns of the
-feature row as served (``cryptovol.features.FEATURE_NAMES``), so the artifact
+feature row as served (``cryptovol.core.features.FEATURE_NAMES``), so the artifact
 needs nothing but scikit-learn to score. Missing values are filled with the medians of the
 fitting rows before fitting and scoring: the same values the API uses for a
 field a request omits (``metadata.imputation``).
@@ -29,8 +29,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from cryptovol.artifacts import ZScoreRule
-from cryptovol.features import FEATURE_NAMES
+from cryptovol.core.features import FEATURE_NAMES
+from cryptovol.runtime.artifacts import ZScoreRule
 
 FEATURES: tuple[str, ...] = tuple(FEATURE_NAMES)
 

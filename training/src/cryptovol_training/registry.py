@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptovol.artifacts import DEFAULT_MODEL_NAME, load_artifact
+from cryptovol.runtime.artifacts import DEFAULT_MODEL_NAME, load_artifact
 from cryptovol_training.evaluate import find_artifacts
 from cryptovol_training.tracking import Tracker
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptovol.artifacts import ArtifactMetadata, read_metadata
+from cryptovol.runtime.artifacts import ArtifactMetadata, read_metadata
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from cryptovol.artifacts import ArtifactMetadata, save_artifact
-from cryptovol.labels import LabelConfig
+from cryptovol.core.labels import LabelConfig
+from cryptovol.runtime.artifacts import ArtifactMetadata, save_artifact
 from cryptovol_training import plots
 from cryptovol_training.dataset import FEATURES, Dataset, RowPolicy, build_dataset, matrix
 from cryptovol_training.metrics import binary_metrics, choose_threshold

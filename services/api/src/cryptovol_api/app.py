@@ -13,8 +13,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import TypeAdapter, ValidationError
 
-from cryptovol.logs import get_logger
-from cryptovol.schemas import format_ts, utc_now
+from cryptovol.core.schemas import format_ts, utc_now
+from cryptovol.runtime.logs import get_logger
 from cryptovol_api import metrics
 from cryptovol_api.buildinfo import API_VERSION, resolve_git_sha
 from cryptovol_api.docs_offline import install_offline_docs

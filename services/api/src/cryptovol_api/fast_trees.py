@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cryptovol.logs import get_logger
+from cryptovol.runtime.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from cryptovol.kafka import broker_reachable
-from cryptovol.logs import get_logger
+from cryptovol.runtime.kafka import broker_reachable
+from cryptovol.runtime.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import logging
 
 import uvicorn
 from threadpoolctl import threadpool_limits
 
-from cryptovol.logs import configure_logging, get_logger
+from cryptovol.runtime.lifecycle import tune_gc
+from cryptovol.runtime.logs import configure_logging, get_logger
 from cryptovol_api.app import create_app
 from cryptovol_api.settings import ApiSettings
 
@@ -29,9 +29,7 @@ def main() -> None:
     app = create_app(settings)
     # Small batches gain nothing from BLAS/OpenMP thread pools, only latency.
     threadpool_limits(settings.model_threads)
-    # Everything loaded so far (model, app) lives until exit: keep it out of GC scans.
-    gc.collect()
-    gc.freeze()
+    tune_gc()  # everything loaded so far (model, app) lives until exit
     log.info("listening", extra={"host": settings.api_host, "port": settings.api_port})
     uvicorn.run(
         app,

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from cryptovol.logs import get_logger
-from cryptovol.schemas import format_ts
+from cryptovol.core.schemas import format_ts
+from cryptovol.runtime.logs import get_logger
 from cryptovol_api.fast_linear import compile_linear
 from cryptovol_api.fast_trees import COMPILED_MAX_ROWS, compile_scorer, tune_for_serving
 from cryptovol_api.settings import ApiSettings
@@ -62,7 +62,7 @@ class Scorer:
             raise ModelLoadError(f"model at {path} lists no features")
         if not np.isfinite(self.threshold):
             raise ModelLoadError(f"model at {path} has a non-finite threshold")
-        # Same rule as ``cryptovol.artifacts.Artifact.matrix``: the stored value,
+        # Same rule as ``cryptovol.runtime.artifacts.Artifact.matrix``: the stored value,
         # or 0.0 for a feature the artifact stores none for.
         imputation = dict(md.imputation or {})
         self._fill = np.asarray([float(imputation.get(f, 0.0)) for f in self.features], float)
@@ -217,7 +217,7 @@ class ModelState:
 
 
 def resolve_model_dir(settings: ApiSettings) -> Path:
-    from cryptovol.artifacts import ArtifactError, artifact_dir
+    from cryptovol.runtime.artifacts import ArtifactError, artifact_dir
 
     variant = settings.model_variant.strip().lower()
     try:
@@ -239,7 +239,7 @@ def load_model(settings: ApiSettings, scorer_cls: type[Scorer] = Scorer) -> Mode
     }
     try:
         folder = resolve_model_dir(settings)
-        from cryptovol.artifacts import load_artifact
+        from cryptovol.runtime.artifacts import load_artifact
 
         try:
             artifact = load_artifact(folder)

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from cryptovol.settings import ServiceSettings
+from cryptovol.runtime.settings import ServiceSettings
 
 
 class ApiSettings(ServiceSettings):

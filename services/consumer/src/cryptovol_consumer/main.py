@@ -8,9 +8,10 @@ import time
 
 from kafka.errors import KafkaError
 
-from cryptovol.kafka import ensure_topics, make_consumer, make_producer
-from cryptovol.logs import configure_logging, get_logger
-from cryptovol.obs import Shutdown, serve_http
+from cryptovol.runtime.health import serve_http
+from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.runtime.lifecycle import Shutdown
+from cryptovol.runtime.logs import configure_logging, get_logger
 from cryptovol_consumer.client import PredictClient
 from cryptovol_consumer.pacing import backoff_delay
 from cryptovol_consumer.service import PredictionService

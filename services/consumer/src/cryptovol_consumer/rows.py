@@ -6,7 +6,7 @@ import math
 
 from pydantic import ValidationError
 
-from cryptovol.schemas import FeatureRow
+from cryptovol.core.schemas import FeatureRow
 
 
 class MalformedRow(ValueError):

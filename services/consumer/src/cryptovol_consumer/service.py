@@ -17,10 +17,10 @@ from typing import Any
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from cryptovol.kafka import DeadLetter
-from cryptovol.logs import get_logger
-from cryptovol.obs import Shutdown
-from cryptovol.schemas import FeatureRow, PredictionRecord, epoch_seconds, format_ts, utc_now
+from cryptovol.core.schemas import FeatureRow, PredictionRecord, epoch_seconds, format_ts, utc_now
+from cryptovol.runtime.kafka import DeadLetter
+from cryptovol.runtime.lifecycle import Shutdown
+from cryptovol.runtime.logs import get_logger
 from cryptovol_consumer import metrics
 from cryptovol_consumer.breaker import BreakerState, CircuitBreaker
 from cryptovol_consumer.client import ApiError, PredictClient, PredictResult

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from cryptovol.settings import ServiceSettings
+from cryptovol.runtime.settings import ServiceSettings
 
 
 class ConsumerSettings(ServiceSettings):

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from cryptovol.logs import get_logger
-from cryptovol.schemas import PredictionRecord, to_json_bytes, utc_now
+from cryptovol.core.schemas import PredictionRecord, to_json_bytes, utc_now
+from cryptovol.runtime.logs import get_logger
 from cryptovol_consumer.metrics import LOG_FALLBACK
 
 log = get_logger(__name__)

@@ -3,7 +3,7 @@ rows to ``ticks.features`` messages (pure).
 
 The hot path reads the fields the engine needs straight from the JSON; any
 message that does not have exactly the expected shape goes through the
-:class:`~cryptovol.schemas.RawTick` model instead, so the accepted inputs are
+:class:`~cryptovol.core.schemas.RawTick` model instead, so the accepted inputs are
 the schema's and nothing else.
 """
 
@@ -16,8 +16,8 @@ from typing import NamedTuple
 import orjson
 from pydantic import ValidationError
 
-from cryptovol.features import FEATURE_NAMES, StepResult, to_micros
-from cryptovol.schemas import FEATURE_ROW_SCHEMA_VERSION, RawTick
+from cryptovol.core.features import FEATURE_NAMES, StepResult, to_micros
+from cryptovol.core.schemas import FEATURE_ROW_SCHEMA_VERSION, RawTick
 
 _EPOCH = datetime(1970, 1, 1)
 _OPTIONAL = ("best_bid", "best_ask", "best_bid_quantity", "best_ask_quantity")
@@ -90,13 +90,13 @@ def _whole_second(seconds: int) -> str:
 
 
 def format_micros(us: int) -> str:
-    """RFC 3339 UTC with microseconds and ``Z``, like :func:`cryptovol.schemas.format_ts`."""
+    """RFC 3339 UTC with microseconds and ``Z``, like :func:`cryptovol.core.schemas.format_ts`."""
     seconds, micros = divmod(us, 1_000_000)
     return f"{_whole_second(seconds)}.{micros:06d}Z"
 
 
 def row_json(tick: TickIn, res: StepResult) -> bytes:
-    """The :class:`~cryptovol.schemas.FeatureRow` of a tick, as JSON (NaN -> null).
+    """The :class:`~cryptovol.core.schemas.FeatureRow` of a tick, as JSON (NaN -> null).
     ``event_time`` is the time the windows used (clamped for an out-of-order tick)."""
     return orjson.dumps({
         "schema_version": FEATURE_ROW_SCHEMA_VERSION,

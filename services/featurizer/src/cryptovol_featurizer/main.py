@@ -9,30 +9,22 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import time
 from pathlib import Path
 
 from kafka.errors import KafkaError
 
-from cryptovol.kafka import ensure_topics, make_consumer, make_producer
-from cryptovol.logs import configure_logging, get_logger
-from cryptovol.obs import Shutdown, serve_http
+from cryptovol.runtime.health import serve_http
+from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.runtime.lifecycle import Shutdown, tune_gc
+from cryptovol.runtime.logs import configure_logging, get_logger
 from cryptovol_featurizer.offline import write_offline
 from cryptovol_featurizer.service import Featurizer
 from cryptovol_featurizer.settings import FeaturizerSettings
 from cryptovol_featurizer.sink import ParquetSink
 
 log = get_logger(__name__)
-
-
-def tune_gc() -> None:
-    """Fewer garbage collections: every tick allocates short-lived tuples and
-    the window state holds many small objects; the default thresholds spend a
-    large share of the CPU scanning them. Start-up objects are frozen out."""
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
 
 
 def _connect(settings: FeaturizerSettings, shutdown: Shutdown) -> tuple | None:

@@ -1,6 +1,6 @@
 """The offline path: recordings -> feature table -> Parquet under data/processed.
 
-Same engine as the service (:func:`cryptovol.features.features_frame`). Output:
+Same engine as the service (:func:`cryptovol.core.features.features_frame`). Output:
 ``<out>/features/product=<product_id>/date=<YYYY-MM-DD>/features.parquet``
 with the columns of ``features_frame`` (``segment_id`` included). A run
 replaces the files of the partitions it writes (each written to a temporary
@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from cryptovol.features import FeatureConfig, features_frame
-from cryptovol.logs import get_logger
-from cryptovol.recordings import open_recordings, read_ticks
-from cryptovol.schemas import RawTick
+from cryptovol.core.features import FeatureConfig, features_frame
+from cryptovol.core.schemas import RawTick
+from cryptovol.runtime.logs import get_logger
+from cryptovol.runtime.recordings import open_recordings, read_ticks
 
 log = get_logger(__name__)
 FILE_NAME = "features.parquet"

@@ -24,7 +24,7 @@ from typing import Any
 
 from kafka.structs import TopicPartition
 
-from cryptovol.logs import get_logger
+from cryptovol.runtime.logs import get_logger
 from cryptovol_featurizer.codec import MalformedTick, TickIn, parse_tick
 
 log = get_logger(__name__)

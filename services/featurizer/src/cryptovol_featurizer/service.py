@@ -27,11 +27,11 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from cryptovol.features import FeatureEngine, StepResult
-from cryptovol.features.engine import DUPLICATE, LATE, MALFORMED, OUT_OF_ORDER
-from cryptovol.kafka import DeadLetter
-from cryptovol.logs import get_logger
-from cryptovol.obs import Shutdown
+from cryptovol.core.features import FeatureEngine, StepResult
+from cryptovol.core.features.engine import DUPLICATE, LATE, MALFORMED, OUT_OF_ORDER
+from cryptovol.runtime.kafka import DeadLetter
+from cryptovol.runtime.lifecycle import Shutdown
+from cryptovol.runtime.logs import get_logger
 from cryptovol_featurizer import metrics
 from cryptovol_featurizer.codec import MalformedTick, TickIn, parse_tick, row_json
 from cryptovol_featurizer.rebuild import ReadBack

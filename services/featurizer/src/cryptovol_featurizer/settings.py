@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from cryptovol.features import FeatureConfig
-from cryptovol.settings import ServiceSettings
+from cryptovol.core.features import FeatureConfig
+from cryptovol.runtime.settings import ServiceSettings
 
 
 class FeaturizerSettings(ServiceSettings):

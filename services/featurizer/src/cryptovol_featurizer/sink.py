@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cryptovol.features import FEATURE_NAMES, StepResult
+from cryptovol.core.features import FEATURE_NAMES, StepResult
 from cryptovol_featurizer.codec import TickIn
 
 #: Columns of the streaming files: the offline table's, without ``segment_id``

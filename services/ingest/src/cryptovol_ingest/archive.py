@@ -16,8 +16,8 @@ from pathlib import Path
 
 import orjson
 
-from cryptovol.logs import get_logger
-from cryptovol.schemas import format_ts
+from cryptovol.core.schemas import format_ts
+from cryptovol.runtime.logs import get_logger
 
 log = get_logger(__name__)
 

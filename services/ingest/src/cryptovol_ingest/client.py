@@ -17,9 +17,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from cryptovol.coinbase import SequenceTracker
-from cryptovol.logs import get_logger
-from cryptovol_ingest.backoff import Backoff, RateLimiter
+from cryptovol.core.coinbase import SequenceTracker
+from cryptovol.runtime.logs import get_logger
+from cryptovol.runtime.pacing import Backoff, RateLimiter
 from cryptovol_ingest.handler import MessageHandler
 from cryptovol_ingest.metrics import IngestMetrics
 from cryptovol_ingest.settings import IngestSettings

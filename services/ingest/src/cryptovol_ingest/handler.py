@@ -10,15 +10,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from cryptovol.coinbase import (
+from cryptovol.core.coinbase import (
     ExchangeMessage,
     MalformedMessage,
     SequenceTracker,
     Source,
     parse_message,
 )
-from cryptovol.logs import get_logger
-from cryptovol.schemas import RawTick
+from cryptovol.core.schemas import RawTick
+from cryptovol.runtime.logs import get_logger
 from cryptovol_ingest.archive import RawArchive
 from cryptovol_ingest.metrics import IngestMetrics
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cryptovol.logs import configure_logging
-from cryptovol.obs import Shutdown
+from cryptovol.runtime.lifecycle import Shutdown, tune_gc
+from cryptovol.runtime.logs import configure_logging
 from cryptovol_ingest.settings import IngestSettings
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cryptovol-ingest: invalid configuration:\n{exc}")
         return 2
     configure_logging(settings.service_name, settings.log_level)
-    from cryptovol_ingest.service import IngestService, tune_gc
+    from cryptovol_ingest.service import IngestService
 
     service = IngestService(settings)
     tune_gc()

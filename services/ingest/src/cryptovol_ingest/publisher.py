@@ -32,9 +32,9 @@ from typing import Any
 
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from cryptovol.kafka import DeadLetter, broker_reachable, ensure_topics
-from cryptovol.logs import get_logger
-from cryptovol.schemas import RawTick, to_json_bytes
+from cryptovol.core.schemas import RawTick, to_json_bytes
+from cryptovol.runtime.kafka import DeadLetter, broker_reachable, ensure_topics
+from cryptovol.runtime.logs import get_logger
 from cryptovol_ingest.metrics import IngestMetrics
 from cryptovol_ingest.settings import IngestSettings
 from cryptovol_ingest.spool import Spool, SpoolRecord

@@ -2,8 +2,8 @@
 archive (``data/raw``), paced at a multiple of real time or as fast as Kafka takes them.
 
 Both go through the same normalisation as live data: recorded tickers through
-:func:`cryptovol.coinbase.ticker_to_tick` exactly as
-:func:`cryptovol.recordings.read_ticks` does (same ``record_id``, times and prices),
+:func:`cryptovol.core.coinbase.ticker_to_tick` exactly as
+:func:`cryptovol.runtime.recordings.read_ticks` does (same ``record_id``, times and prices),
 archived messages through the live client's :class:`MessageHandler`. Files play in
 chronological order of their first record; overlapping files are not merged (ordering
 and duplicates are the featurizer's business). With ``--loop`` every further pass is
@@ -13,7 +13,6 @@ shifted by the span of the data, so its ticks get new ids and times keep increas
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,15 +22,13 @@ from pathlib import Path
 import orjson
 from tqdm import tqdm
 
-from cryptovol.coinbase import format_exchange_timestamp, parse_timestamp, ticker_to_tick
-from cryptovol.logs import get_logger
-from cryptovol.recordings import Recording, open_recordings
+from cryptovol.core.coinbase import format_exchange_timestamp, parse_timestamp, ticker_to_tick
+from cryptovol.runtime.logs import get_logger
+from cryptovol.runtime.pacing import Pacer
+from cryptovol.runtime.recordings import Recording, open_recordings
 from cryptovol_ingest.handler import MessageHandler
 
 log = get_logger(__name__)
-
-YIELD_EVERY = 200  # ticks between yields to the event loop at full speed
-
 
 @dataclass(frozen=True)
 class ArchiveFile:
@@ -83,41 +80,6 @@ def discover(paths: Iterable[Path | str]) -> list[Recording | ArchiveFile]:
              else recordings.append(file))
     found: list[Recording | ArchiveFile] = [*open_recordings(recordings), *archives]
     return sorted(found, key=lambda f: f.first_time())
-
-
-class Pacer:
-    """Sleeps so that data time advances ``speed`` times faster than wall time; a pause
-    longer than ``max_gap_s`` (wall) is shortened to it. ``speed=inf`` never sleeps."""
-
-    def __init__(self, speed: float, max_gap_s: float) -> None:
-        self.speed = speed
-        self.max_gap_s = max_gap_s
-        self._anchor: tuple[float, float] | None = None  # (data seconds, wall monotonic)
-        self._prev = 0.0
-        self._count = 0
-
-    def delay(self, data_time: float, now: float) -> float:
-        if self._anchor is None:
-            self._anchor = (data_time, now)
-            self._prev = data_time
-            return 0.0
-        step = (data_time - self._prev) / self.speed
-        if step > self.max_gap_s:  # compress a recording gap
-            data0, wall0 = self._anchor
-            self._anchor = (data0, wall0 - (step - self.max_gap_s))
-        self._prev = max(self._prev, data_time)
-        data0, wall0 = self._anchor
-        return wall0 + (data_time - data0) / self.speed - now
-
-    async def wait(self, data_time: float) -> None:
-        if math.isinf(self.speed):
-            self._count += 1
-            if self._count % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-            return
-        delay = self.delay(data_time, time.monotonic())
-        if delay > 0:
-            await asyncio.sleep(delay)
 
 
 class ReplaySource:

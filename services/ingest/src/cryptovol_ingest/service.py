@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from collections.abc import Callable
 from typing import Any
 
-from cryptovol.kafka import make_producer
-from cryptovol.logs import get_logger
-from cryptovol.obs import Shutdown, serve_http
+from cryptovol.runtime.health import serve_http
+from cryptovol.runtime.kafka import make_producer
+from cryptovol.runtime.lifecycle import Shutdown
+from cryptovol.runtime.logs import get_logger
 from cryptovol_ingest.archive import RawArchive
 from cryptovol_ingest.client import CoinbaseClient
 from cryptovol_ingest.handler import MessageHandler
@@ -28,14 +28,6 @@ log = get_logger(__name__)
 # in flight when the outage was detected, and giving up early could duplicate records
 DELIVERY_TIMEOUT_MS = 24 * 3600 * 1000
 SOURCE_STOP_GRACE_S = 5.0
-
-
-def tune_gc() -> None:
-    """Fewer, cheaper garbage collections: every tick allocates a few short-lived objects,
-    and the default thresholds spend about a tenth of the ingest's CPU on collections.
-    Objects alive at start-up (modules, settings) are frozen out of the scans."""
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
 
 
 def ingest_producer(settings: IngestSettings) -> Any:

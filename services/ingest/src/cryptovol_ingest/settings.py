@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from cryptovol.settings import ServiceSettings
+from cryptovol.runtime.settings import ServiceSettings
 
 
 class IngestSettings(ServiceSettings):

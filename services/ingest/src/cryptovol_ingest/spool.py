@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import orjson
 
-from cryptovol.logs import get_logger
+from cryptovol.runtime.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -1,3 +1,0 @@
-"""cryptovol shared core."""
-
-__version__ = "0.1.0"

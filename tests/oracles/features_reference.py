@@ -1,0 +1,149 @@
+"""A deliberately naive implementation of every feature, for testing the engine.
+
+Each row is recomputed from scratch over the product's accepted ticks with
+``math.fsum``; nothing incremental, nothing shared with the engine except the
+feature names and the config. Quadratic in the number of ticks: tests only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptovol.core.features.config import FeatureConfig
+from cryptovol.core.features.names import FEATURE_NAMES, RET_WINDOW_S, WINDOWS_S
+
+
+@dataclass(frozen=True)
+class Tick:
+    product_id: str
+    record_id: str
+    t: int  # event time, epoch microseconds
+    price: float
+    bid: float | None = None
+    ask: float | None = None
+    bid_qty: float | None = None
+    ask_qty: float | None = None
+    received: int | None = None
+
+
+@dataclass
+class RefRow:
+    record_id: str
+    product_id: str
+    t: int
+    warmup: bool
+    segment: int
+    features: dict[str, float]
+
+
+def _spread(tk: Tick) -> float | None:
+    if tk.bid is None or tk.ask is None or not (0 < tk.bid < math.inf and 0 < tk.ask < math.inf):
+        return None
+    mid = (tk.ask + tk.bid) / 2
+    return (tk.ask - tk.bid) / mid * 1e4
+
+
+def _imbalance(tk: Tick) -> float | None:
+    b, a = tk.bid_qty, tk.ask_qty
+    if b is None or a is None or b < 0 or a < 0 or not 0 < a + b < math.inf:
+        return None
+    return (b - a) / (b + a)
+
+
+def accept(
+    ticks: Iterable[Tick], config: FeatureConfig | None = None
+) -> list[tuple[Tick, int, int]]:
+    """The acceptance policy, spelled out: (tick, time used, segment) per accepted tick."""
+    cfg = config or FeatureConfig()
+    gap, grace, jump = cfg.gap_us, cfg.grace_us, cfg.jump_us
+    out: list[tuple[Tick, int, int]] = []
+    last: dict[str, int] = {}
+    last_rx: dict[str, int] = {}
+    seg: dict[str, int] = {}
+    ids: dict[str, set[str]] = {}
+    for tk in ticks:
+        if not 0 < tk.price < math.inf:
+            continue
+        p = tk.product_id
+        t = tk.t
+        if p not in last:
+            seg[p] = 0
+            ids[p] = set()
+        elif t < last[p] - grace:
+            fresh = tk.received is not None and tk.received >= last_rx[p]
+            if t < last[p] - jump and fresh:
+                seg[p] += 1
+                ids[p] = set()
+            else:
+                continue  # late (or a duplicate of an old tick)
+        elif tk.record_id in ids[p]:
+            continue
+        elif t < last[p]:
+            t = last[p]
+        elif t - last[p] > gap:
+            seg[p] += 1
+            ids[p] = set()
+        last[p] = t
+        if tk.received is not None:
+            last_rx[p] = tk.received
+        ids[p].add(tk.record_id)
+        out.append((tk, t, seg[p]))
+    return out
+
+
+def reference_rows(ticks: Iterable[Tick], config: FeatureConfig | None = None) -> list[RefRow]:
+    accepted = accept(ticks, config)
+    history: dict[tuple[str, int], list[tuple[Tick, int]]] = {}
+    rows = []
+    for tk, t, segment in accepted:
+        seq = history.setdefault((tk.product_id, segment), [])
+        seq.append((tk, t))
+        rows.append(RefRow(tk.record_id, tk.product_id, t, t - seq[0][1] < WINDOWS_S[-1] * 10**6,
+                           segment, _features(seq)))
+    return rows
+
+
+def _features(seq: list[tuple[Tick, int]]) -> dict[str, float]:
+    """Every feature of the last tick of ``seq`` (one product's segment so far)."""
+    prices = [tk.price for tk, _ in seq]
+    times = [t for _, t in seq]
+    returns = [math.nan] + [math.log(prices[j] / prices[j - 1]) for j in range(1, len(seq))]
+    i = len(seq) - 1
+    t = times[i]
+    f: dict[str, float] = {}
+    for w in WINDOWS_S:
+        idx = [j for j in range(len(seq)) if times[j] > t - w * 10**6]
+        rets = [returns[j] for j in idx if j >= 1]
+        pairs = [abs(returns[j]) * abs(returns[j - 1]) for j in idx if j >= 2]
+        before = [j for j in range(len(seq)) if times[j] <= t - w * 10**6]
+        ref = prices[before[-1]] if before else prices[0]
+        window_prices = [prices[j] for j in idx]
+        spreads = [s for j in idx if (s := _spread(seq[j][0])) is not None]
+        imbs = [m for j in idx if (m := _imbalance(seq[j][0])) is not None]
+        f[f"rv_{w}s"] = math.sqrt(math.fsum(r * r for r in rets))
+        f[f"bpv_{w}s"] = math.sqrt(math.pi / 2 * math.fsum(pairs))
+        f[f"logret_{w}s"] = math.log(prices[i] / ref)
+        f[f"parkinson_{w}s"] = (
+            math.log(max(window_prices) / min(window_prices)) / (2 * math.sqrt(math.log(2)))
+        )
+        f[f"n_{w}s"] = float(len(idx))
+        f[f"spread_bps_{w}s"] = math.fsum(spreads) / len(spreads) if spreads else math.nan
+        f[f"imbalance_{w}s"] = math.fsum(imbs) / len(imbs) if imbs else math.nan
+        if w == RET_WINDOW_S:
+            n = len(rets)
+            f["n"] = float(n)
+            f["ret_mean"] = math.fsum(rets) / n if n else math.nan
+            if n > 1:
+                mean = math.fsum(rets) / n
+                f["ret_std"] = math.sqrt(math.fsum((r - mean) ** 2 for r in rets) / (n - 1))
+            else:
+                f["ret_std"] = math.nan
+    for a in (30, 60):
+        long_rv = f["rv_300s"]
+        f[f"vol_ratio_{a}_300"] = (
+            f[f"rv_{a}s"] / long_rv * math.sqrt(300 / a) if long_rv > 0 else math.nan
+        )
+    f["dt_prev"] = (times[i] - times[i - 1]) / 1e6 if i else math.nan
+    return {name: f[name] for name in FEATURE_NAMES}
