@@ -24,10 +24,12 @@ COPY libs/ ./libs/
 COPY ${PACKAGE_DIR}/ ./package/
 # The local distributions are given by path, so a same-named project on the index can
 # never stand in for them; the wheelhouse holds everything the install below may use.
-# A package that is itself one of libs/ (libs/devtools) is built once, as the package.
+# A package that is itself one of libs/ (libs/devtools) is built once, as the package; a
+# folder of libs/ without a pyproject.toml (left over in an old clone) is no distribution.
 # pip's download cache is a build cache mount: shared by every service's build, never in a layer
 RUN --mount=type=cache,target=/root/.cache/pip \
     rm -rf "./${PACKAGE_DIR}" \
+    && for lib in ./libs/*/; do [ -f "${lib}pyproject.toml" ] || rm -rf "$lib"; done \
     && pip wheel --no-deps --wheel-dir /service ./package \
     && pip wheel --wheel-dir /wheels --constraint constraints.txt \
         ./libs/*/ /service/*.whl "dumb-init==${DUMB_INIT_VERSION}"
