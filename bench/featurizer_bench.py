@@ -1,6 +1,6 @@
 """Featurizer throughput. Writes bench/results/featurizer.json.
 
-1. library: ``FeatureEngine.step`` (and ``update`` with RawTick -> FeatureRow)
+1. library: ``FeatureEngine.step`` (and the same with each row encoded as its message)
    over the bundled recordings, ticks per CPU-second of one core;
 2. naive: the original approach in the same run, recomputing every feature
    with pandas over a buffer of the last 300 s on every tick (on a slice of
@@ -37,8 +37,9 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from cryptovol.core.features import FEATURE_NAMES, FeatureEngine, to_micros
-from cryptovol.core.schemas import RawTick, to_json_bytes
+from cryptovol.core.codec import encode_row, encode_tick
+from cryptovol.core.features import FEATURE_NAMES, FeatureEngine
+from cryptovol.core.ticks import Tick
 from cryptovol.devtools.broker import LocalBroker
 from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
 from cryptovol.runtime.lifecycle import Shutdown, tune_gc
@@ -58,11 +59,6 @@ STABILITY_TICKS = 3_000_000
 SERVICE_PRODUCTS = ("BTC-USD", "XRP-USD", "ETH-USD")  # one per partition of three
 
 
-def args_of(ticks: list[RawTick]) -> list[tuple]:
-    return [(t.product_id, t.record_id, to_micros(t.event_time), t.price, t.best_bid, t.best_ask,
-             t.best_bid_quantity, t.best_ask_quantity, to_micros(t.receive_time)) for t in ticks]
-
-
 def timed(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
@@ -70,24 +66,25 @@ def timed(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
 
 
 # -- 1. library ---------------------------------------------------------------------
-def bench_library(ticks: list[RawTick]) -> dict:
-    args = args_of(ticks)
-    rounds = max(1, math.ceil(LIBRARY_TICKS / len(args)))
+def bench_library(ticks: list[Tick]) -> dict:
+    rounds = max(1, math.ceil(LIBRARY_TICKS / len(ticks)))
 
     def run_steps() -> None:
         for _ in range(rounds):
             step = FeatureEngine().step
-            for a in args:
-                step(*a)
+            for t in ticks:
+                step(t)
 
-    def run_updates() -> None:
-        update = FeatureEngine().update
+    def run_encoded() -> None:
+        step = FeatureEngine().step
         for t in ticks:
-            update(t)
+            res = step(t)
+            if res is not None:
+                encode_row(t, res)
 
     results = {}
-    for name, fn, n in (("step", run_steps, rounds * len(args)),
-                        ("update_rawtick_to_featurerow", run_updates, len(ticks))):
+    for name, fn, n in (("step", run_steps, rounds * len(ticks)),
+                        ("step_and_encode_row", run_encoded, len(ticks))):
         samples = [timed(fn) for _ in range(3)]
         wall = min(s[0] for s in samples)
         cpu = min(s[1] for s in samples)
@@ -131,9 +128,9 @@ def naive_features(buffer: deque, t: int) -> dict[str, float]:
     return out
 
 
-def bench_naive(ticks: list[RawTick]) -> dict:
+def bench_naive(ticks: list[Tick]) -> dict:
     """On a gap-free stretch, where the buffer is the segment and the windows are full."""
-    all_times = [to_micros(t.event_time) for t in ticks]
+    all_times = [t.event_us for t in ticks]
     need, start = 2500 + NAIVE_TICKS, 0
     for k in range(1, len(ticks)):
         if not 0 < all_times[k] - all_times[k - 1] <= 10_000_000:
@@ -143,7 +140,7 @@ def bench_naive(ticks: list[RawTick]) -> dict:
     stretch = ticks[start: start + need]
     times = all_times[start: start + need]
     engine = FeatureEngine()
-    engine_rows = [engine.step_tick(t) for t in stretch][-NAIVE_TICKS:]
+    engine_rows = [engine.step(t) for t in stretch][-NAIVE_TICKS:]
     buffer: deque = deque()
     rows = []
     for k, tick in enumerate(stretch):
@@ -177,7 +174,7 @@ def bench_stability() -> dict:
     engine = FeatureEngine()
     step = engine.step
     sys.path.insert(0, str(REPO / "tests" / "oracles"))  # the feature tests' naive oracle
-    from features_reference import Tick, _features
+    from features_reference import _features
 
     spacing = 100_000
     t0 = 1_764_000_000_000_000
@@ -196,11 +193,12 @@ def bench_stability() -> dict:
             p *= 1.0 + (1e-7 if k % 3 else -1e-7)
         t = t0 + k * spacing
         c0 = time.process_time()
-        res = step("BTC-USD", str(k), t, p, p * 0.99999, p * 1.00001, 1.0, 2.0)
+        tick = Tick(str(k), "BTC-USD", t, t, p, p * 0.99999, p * 1.00001, 1.0, 2.0)
+        res = step(tick)
         cpu += time.process_time() - c0
-        window.append(Tick("BTC-USD", str(k), t, p, p * 0.99999, p * 1.00001, 1.0, 2.0))
+        window.append(tick)
         if k in checkpoints:
-            want = _features([(tk, tk.t) for tk in window])
+            want = _features([(tk, tk.event_us) for tk in window])
             for name, value in zip(FEATURE_NAMES, res.values, strict=True):
                 if name.startswith("n") or not math.isfinite(want[name]):
                     continue
@@ -215,13 +213,12 @@ def bench_stability() -> dict:
 
 
 # -- 4. service ---------------------------------------------------------------------
-def relabel(ticks: list[RawTick], product: str) -> list[RawTick]:
-    return [t.model_copy(update={"product_id": product,
-                                 "record_id": product + t.record_id[len(t.product_id):]})
+def relabel(ticks: list[Tick], product: str) -> list[Tick]:
+    return [t._replace(product_id=product, record_id=product + t.record_id[len(t.product_id):])
             for t in ticks]
 
 
-def bench_service(bootstrap: str, ticks: list[RawTick], scratch: Path) -> list[dict]:
+def bench_service(bootstrap: str, ticks: list[Tick], scratch: Path) -> list[dict]:
     run = uuid.uuid4().hex[:8]
     base = FeaturizerSettings(kafka_bootstrap_servers=bootstrap, topic_raw=f"bench.raw.{run}",
                               kafka_partitions=3, log_level="WARNING")
@@ -231,7 +228,7 @@ def bench_service(bootstrap: str, ticks: list[RawTick], scratch: Path) -> list[d
     producer = make_producer(base)
     started = time.perf_counter()
     for tick in everything:
-        producer.send(base.topic_raw, key=tick.product_id.encode(), value=to_json_bytes(tick))
+        producer.send(base.topic_raw, key=tick.product_id.encode(), value=encode_tick(tick))
     producer.flush(timeout=120)
     producer.close()
     produced_s = time.perf_counter() - started
@@ -290,7 +287,7 @@ def _group_done(admin: KafkaAdminClient, group: str, ends: dict) -> tuple[int, b
     return done, all(tp in committed and committed[tp].offset >= end for tp, end in ends.items())
 
 
-def bench_replicas(bootstrap: str, ticks: list[RawTick], scratch: Path) -> list[dict]:
+def bench_replicas(bootstrap: str, ticks: list[Tick], scratch: Path) -> list[dict]:
     """The service as separate processes (1, then 2 replicas in one group) draining
     the same backlog on four partitions; timed from the first committed offset to
     the last (start-up excluded), with Parquet on and flushed every second."""
@@ -302,7 +299,7 @@ def bench_replicas(bootstrap: str, ticks: list[RawTick], scratch: Path) -> list[
                                      strict=True) for t in group]
     producer = make_producer(settings)
     for tick in everything:
-        producer.send(settings.topic_raw, key=tick.product_id.encode(), value=to_json_bytes(tick))
+        producer.send(settings.topic_raw, key=tick.product_id.encode(), value=encode_tick(tick))
     producer.flush(timeout=120)
     producer.close()
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)

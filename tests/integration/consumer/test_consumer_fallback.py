@@ -14,7 +14,9 @@ from kafka.structs import TopicPartition
 from pipeline_procs import REPO_ROOT, Child, wait_http
 from prometheus_client import REGISTRY
 
-from cryptovol.core.schemas import FeatureRow, PredictionRecord, to_json_bytes, utc_now
+from cryptovol.core.codec import encode_record
+from cryptovol.core.schemas import FeatureRow, PredictionRecord
+from cryptovol.core.timestamps import from_micros, now_micros
 from cryptovol.devtools.net import free_port
 from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
 from cryptovol.runtime.lifecycle import Shutdown
@@ -70,12 +72,12 @@ def test_refused_prediction_records_fall_back_to_files(
     producer = make_producer(settings)
     ids = []
     for i in range(N_ROWS):
-        now = utc_now()
+        now = from_micros(now_micros())
         row = FeatureRow(
             record_id=f"BTC-USD:{i}:0", product_id="BTC-USD", event_time=now, receive_time=now,
             warmup=False, features={"vol_ratio_60_300": 0.5 + i / N_ROWS},
         )  # fmt: skip
-        producer.send(settings.topic_features, key=b"BTC-USD", value=to_json_bytes(row))
+        producer.send(settings.topic_features, key=b"BTC-USD", value=encode_record(row))
         ids.append(row.record_id)
     producer.flush()
 

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 from kafka.structs import TopicPartition
 
-from cryptovol.core.schemas import FeatureRow, to_json_bytes
+from cryptovol.core.codec import encode_record
+from cryptovol.core.schemas import FeatureRow
 from cryptovol_consumer.client import ApiError, PredictResult
 
 TOPIC = "ticks.features"
@@ -43,7 +44,7 @@ def feature_bytes(i: int, *, warmup: bool = False, **features: float | None) -> 
         warmup=warmup,
         features=features or {"x": float(i)},
     )
-    return to_json_bytes(row)
+    return encode_record(row)
 
 
 class FakeConsumer:

@@ -145,7 +145,7 @@ def test_malformed_rows_are_dead_lettered_and_committed() -> None:
     assert h.predicted_ids() == ["BTC-USD:1:0"]
     dead = h.dead_letters()
     assert [value for value, _ in dead] == [b"{broken", b""]
-    assert dead[0][1]["reason"].startswith("invalid feature row")
+    assert dead[0][1]["reason"].startswith("invalid JSON")
     assert dead[0][1]["source_topic"] == TOPIC
     assert dead[1][1]["reason"] == "empty message"
     assert h.producer.flushes >= 1  # dead letters acknowledged before the commit

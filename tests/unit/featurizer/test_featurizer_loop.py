@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from kafka.structs import TopicPartition
 
-from cryptovol.core.schemas import FeatureRow, to_json_bytes
+from cryptovol.core.codec import encode_tick
+from cryptovol.core.schemas import FeatureRow
 from cryptovol.runtime.lifecycle import Shutdown
 from cryptovol.runtime.recordings import open_recordings, read_ticks
 from cryptovol_featurizer.service import Featurizer, ProduceFailed
@@ -124,7 +125,7 @@ class FakeReader:
 @pytest.fixture
 def records(recordings_dir: Path) -> list[Record]:
     first = sorted(recordings_dir.glob("*.ndjson.gz"))[0]
-    values = [to_json_bytes(t) for t in list(read_ticks(open_recordings([first])))[:30]]
+    values = [encode_tick(t) for t in list(read_ticks(open_recordings([first])))[:30]]
     values[5] = b"{broken"
     return [Record("ticks.raw", 0, k, 0, b"BTC-USD", v) for k, v in enumerate(values)]
 

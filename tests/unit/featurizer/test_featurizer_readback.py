@@ -8,7 +8,7 @@ import orjson
 import pytest
 from kafka.structs import TopicPartition
 
-from cryptovol_featurizer.codec import format_micros
+from cryptovol.core.timestamps import format_micros
 from cryptovol_featurizer.rebuild import ReadBack
 
 Record = namedtuple("Record", "offset timestamp value")

@@ -17,7 +17,9 @@ from typing import Any
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from cryptovol.core.schemas import FeatureRow, PredictionRecord, epoch_seconds, format_ts, utc_now
+from cryptovol.core.codec import DecodeError, decode_row, encode_record
+from cryptovol.core.schemas import FeatureRow, PredictionRecord
+from cryptovol.core.timestamps import format_micros, from_micros, now_micros, to_micros
 from cryptovol.runtime.kafka import DeadLetter
 from cryptovol.runtime.lifecycle import Shutdown
 from cryptovol.runtime.logs import get_logger
@@ -25,7 +27,7 @@ from cryptovol_consumer import metrics
 from cryptovol_consumer.breaker import BreakerState, CircuitBreaker
 from cryptovol_consumer.client import ApiError, PredictClient, PredictResult
 from cryptovol_consumer.pacing import RateLimiter, backoff_delay
-from cryptovol_consumer.rows import MalformedRow, parse_row, request_features
+from cryptovol_consumer.rows import request_features
 from cryptovol_consumer.settings import ConsumerSettings
 from cryptovol_consumer.sink import PredictionSink
 
@@ -147,8 +149,8 @@ class PredictionService:
         dead = False
         for msg in messages:
             try:
-                row = parse_row(msg.value)
-            except MalformedRow as exc:
+                row = decode_row(msg.value)
+            except DecodeError as exc:
                 self._dead_letter(msg.value or b"", str(exc), msg.key)
                 dead = True
                 continue
@@ -179,7 +181,7 @@ class PredictionService:
         except ApiError as exc:  # only non-retryable 4xx get here
             if len(rows) == 1:
                 self._dead_letter(
-                    rows[0].model_dump_json().encode(),
+                    encode_record(rows[0]),
                     f"rejected by /predict: {exc}",
                     rows[0].product_id,
                 )
@@ -190,7 +192,7 @@ class PredictionService:
 
     def _call(self, rows: list[FeatureRow]) -> PredictResult:
         payload = [request_features(r) for r in rows]
-        event_times = [format_ts(r.event_time) for r in rows]
+        event_times = [format_micros(to_micros(r.event_time)) for r in rows]
         attempt = 0
         while True:
             if self.shutdown.requested:
@@ -233,19 +235,19 @@ class PredictionService:
     # -- recording ------------------------------------------------------------
 
     def _record(self, row: FeatureRow, result: PredictResult, i: int) -> PredictionRecord:
-        now = utc_now()
+        now = now_micros()
         return PredictionRecord(
             record_id=row.record_id,
             product_id=row.product_id,
             event_time=row.event_time,
-            predicted_time=now,
+            predicted_time=from_micros(now),
             score=result.scores[i],
             spike=result.spikes[i],
             threshold=result.threshold,
             model_variant=result.model_variant,  # type: ignore[arg-type]
             model_version=result.model_version,
             api_latency_ms=round(result.latency_ms, 3),
-            e2e_latency_ms=round((epoch_seconds(now) - epoch_seconds(row.event_time)) * 1000, 3),
+            e2e_latency_ms=round((now - to_micros(row.event_time)) / 1000, 3),
         )
 
     def _store(self, records: list[PredictionRecord]) -> None:
@@ -283,9 +285,9 @@ class PredictionService:
             # queries and alerts read 0 rather than nothing while no spike occurs
             metrics.SPIKES.labels(variant, version).inc(spikes)
         newest = max(records, key=lambda r: r.predicted_time).predicted_time
-        metrics.LAST_PREDICTION.set(epoch_seconds(newest))
+        metrics.LAST_PREDICTION.set(to_micros(newest) / 1e6)
         self.stats.predicted += len(records)
-        self.stats.last_prediction_at = format_ts(newest)
+        self.stats.last_prediction_at = format_micros(to_micros(newest))
 
     def _dead_letter(self, raw: bytes, reason: str, key: bytes | str | None) -> None:
         self.stats.dead_lettered += 1

@@ -24,8 +24,9 @@ from typing import Any
 
 from kafka.structs import TopicPartition
 
+from cryptovol.core.codec import DecodeError, decode_tick
+from cryptovol.core.ticks import Tick
 from cryptovol.runtime.logs import get_logger
-from cryptovol_featurizer.codec import MalformedTick, TickIn, parse_tick
 
 log = get_logger(__name__)
 
@@ -62,8 +63,8 @@ class ReadBack:
         """Event time of the first well-formed record at or after ``offset``."""
         for record in self._records_from(tp, offset, end):
             try:
-                return parse_tick(record.value).event_us
-            except MalformedTick:
+                return decode_tick(record.value).event_us
+            except DecodeError:
                 continue
         return None
 
@@ -92,14 +93,14 @@ class ReadBack:
                 hi = mid
         return lo
 
-    def replay(self, tp: TopicPartition, start: int, end: int, feed: Callable[[TickIn], None]
+    def replay(self, tp: TopicPartition, start: int, end: int, feed: Callable[[Tick], None]
                ) -> int:
         """Feed the well-formed ticks of ``[start, end)`` in order; return how many."""
         fed = 0
         for record in self._records_from(tp, start, end):
             try:
-                tick = parse_tick(record.value)
-            except MalformedTick:
+                tick = decode_tick(record.value)
+            except DecodeError:
                 continue
             feed(tick)
             fed += 1

@@ -27,13 +27,14 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from cryptovol.core.codec import DecodeError, decode_tick, encode_row
 from cryptovol.core.features import FeatureEngine, StepResult
 from cryptovol.core.features.engine import DUPLICATE, LATE, MALFORMED, OUT_OF_ORDER
+from cryptovol.core.ticks import Tick
 from cryptovol.runtime.kafka import DeadLetter
 from cryptovol.runtime.lifecycle import Shutdown
 from cryptovol.runtime.logs import get_logger
 from cryptovol_featurizer import metrics
-from cryptovol_featurizer.codec import MalformedTick, TickIn, parse_tick, row_json
 from cryptovol_featurizer.rebuild import ReadBack
 from cryptovol_featurizer.settings import FeaturizerSettings
 from cryptovol_featurizer.sink import ParquetSink
@@ -72,10 +73,8 @@ class PartitionState:
     engine: FeatureEngine
     throttle: Throttle
 
-    def feed(self, tick: TickIn) -> StepResult | None:
-        res = self.engine.step(tick.product_id, tick.record_id, tick.event_us, tick.price,
-                               tick.best_bid, tick.best_ask, tick.bid_qty, tick.ask_qty,
-                               tick.receive_us)
+    def feed(self, tick: Tick) -> StepResult | None:
+        res = self.engine.step(tick)
         if res is not None and self.throttle.emit(tick.product_id, res.time_us):
             return res
         return None
@@ -88,7 +87,7 @@ class _Batch:
     generation: int = 0  # of the assignment it was polled under
     progress: dict[TopicPartition, int] = field(default_factory=dict)  # next offsets
     futures: list[Any] = field(default_factory=list)
-    emitted: list[tuple[TickIn, StepResult]] = field(default_factory=list)
+    emitted: list[tuple[Tick, StepResult]] = field(default_factory=list)
     consumed: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     out_of_order: Counter[str] = field(default_factory=Counter)
@@ -219,8 +218,8 @@ class Featurizer:
             state = self.partitions.get(tp)
             for record in records:
                 try:
-                    tick = parse_tick(record.value)
-                except MalformedTick as exc:
+                    tick = decode_tick(record.value)
+                except DecodeError as exc:
                     futures.append(self._dead_letter(record, str(exc)))
                     dropped[MALFORMED] += 1
                     continue
@@ -238,7 +237,7 @@ class Featurizer:
                     out_of_order[tick.product_id] += 1
                 if res is not None:
                     key, partition = self._route(tick.product_id)
-                    futures.append(send(topic_out, key=key, value=row_json(tick, res),
+                    futures.append(send(topic_out, key=key, value=encode_row(tick, res),
                                         partition=partition))
                     emitted.append((tick, res))
             pending.progress[tp] = records[-1].offset + 1
@@ -287,7 +286,7 @@ class Featurizer:
             self._routes[product_id] = route
         return route
 
-    def _rebuild(self, tp: TopicPartition, first: Any, tick: TickIn) -> PartitionState:
+    def _rebuild(self, tp: TopicPartition, first: Any, tick: Tick) -> PartitionState:
         started = self._clock()
         state = PartitionState(FeatureEngine(self.config), Throttle(self.settings.emit_interval_ms))
         target = tick.event_us - round(self.lookback_s * 1e6)

@@ -17,7 +17,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 
-from cryptovol.core.schemas import format_ts, utc_now
+from cryptovol.core.timestamps import format_micros, now_micros
 from cryptovol.runtime.logs import get_logger
 from cryptovol.runtime.settings import ServiceSettings
 
@@ -122,7 +122,7 @@ class DeadLetter:
             ("reason", reason[:500].encode()),
             ("source_topic", source_topic.encode()),
             *((name, value.encode()) for name, value in (extra_headers or {}).items()),
-            ("failed_at", format_ts(utc_now()).encode()),
+            ("failed_at", format_micros(now_micros()).encode()),
         ]
         return self.producer.send(source_topic + DLQ_SUFFIX, key=key, value=raw, headers=headers)
 

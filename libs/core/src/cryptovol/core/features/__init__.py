@@ -6,7 +6,7 @@ See docs/features.md for every feature's formula, window and warm-up rule.
 """
 
 from cryptovol.core.features.config import FeatureConfig
-from cryptovol.core.features.engine import FeatureEngine, StepResult, from_micros, to_micros
+from cryptovol.core.features.engine import FeatureEngine, StepResult
 from cryptovol.core.features.frame import FRAME_COLUMNS, features_frame
 from cryptovol.core.features.names import (
     FEATURE_NAMES,
@@ -25,6 +25,4 @@ __all__ = [
     "FeatureEngine",
     "StepResult",
     "features_frame",
-    "from_micros",
-    "to_micros",
 ]
