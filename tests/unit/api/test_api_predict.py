@@ -35,6 +35,21 @@ def test_original_minimal_row_is_scored(client: TestClient) -> None:
     assert body["ignored_fields"] == ["ret_mean"]
 
 
+def test_rows_without_any_model_input_are_scored_with_a_warning(client: TestClient) -> None:
+    before = _sample("cryptovol_api_rows_without_inputs_total")
+    rows = [{"rv_60s": 1.0}, {"ret_mean": 0.05}, {}, {"rv_60s": None}]
+    r = client.post("/predict", json={"rows": rows})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["scores"]) == 4
+    assert body["scores"][1] == body["scores"][2] == body["scores"][3]  # all typical rows
+    (warning,) = body["warnings"]
+    assert "3 of 4 rows (row 1, 2, 3) carry none of the model's features" in warning
+    assert _sample("cryptovol_api_rows_without_inputs_total") == before + 3
+    full = client.post("/predict", json={"rows": [{f: 1.0 for f in ML_FEATURES}]}).json()
+    assert full["warnings"] == []
+
+
 def test_scores_equal_the_artifact_with_stored_imputation(
     client: TestClient, models_dir: Path
 ) -> None:
@@ -208,7 +223,7 @@ def test_response_is_plain_json_with_every_field(client: TestClient) -> None:
     body = orjson.loads(r.content)
     assert set(body) == {
         "scores", "spikes", "threshold", "model_variant", "model_name", "version", "ts",
-        "imputed", "ignored_fields",
+        "imputed", "ignored_fields", "warnings",
     }  # fmt: skip
     assert r.headers["content-type"] == "application/json"
 

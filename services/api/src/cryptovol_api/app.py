@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -20,12 +19,13 @@ from cryptovol_api.buildinfo import API_VERSION, resolve_git_sha
 from cryptovol_api.docs_offline import install_offline_docs
 from cryptovol_api.kafka_probe import KafkaProbe
 from cryptovol_api.middleware import MetricsMiddleware
-from cryptovol_api.model import ModelState, Scorer, load_model
+from cryptovol_api.model import ModelState, OutsideDomain, Scorer, load_model
 from cryptovol_api.schemas import (
     ErrorResponse,
     HealthResponse,
     PredictRequest,
     PredictResponse,
+    StatusResponse,
     VersionResponse,
 )
 from cryptovol_api.settings import ApiSettings
@@ -49,13 +49,19 @@ def format_ts_epoch(epoch: float | None) -> str | None:
     return None if epoch is None else format_micros(round(epoch * 1e6))
 
 
-def _json(status: int, body: Any) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+class ApiError(Exception):
+    """A request the API refuses: rendered as an :class:`ErrorResponse` with ``status``."""
+
+    def __init__(self, status: int, reason: str, detail: Any) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.detail = status, reason, detail
 
 
-def _error(status: int, reason: str, detail: Any) -> Response:
-    metrics.ERRORS.labels(reason).inc()
-    return _json(status, {"error": reason, "detail": detail})
+def _error_response(exc: ApiError) -> Response:
+    metrics.ERRORS.labels(exc.reason).inc()
+    body = ErrorResponse(error=exc.reason, detail=exc.detail)
+    return Response(body.model_dump_json(), status_code=exc.status,
+                    media_type="application/json")
 
 
 def _is_json(content_type: str) -> bool:
@@ -157,10 +163,14 @@ def create_app(
     install_offline_docs(app)
     app.add_middleware(MetricsMiddleware)
 
+    @app.exception_handler(ApiError)
+    async def _refused(_request: Request, exc: ApiError) -> Response:
+        return _error_response(exc)
+
     @app.exception_handler(Exception)
     async def _internal(_request: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
-        return _error(500, "internal", "internal error; see the API logs")
+        return _error_response(ApiError(500, "internal", "internal error; see the API logs"))
 
     predict_body_schema = PredictRequest.model_json_schema()
 
@@ -176,31 +186,31 @@ def create_app(
             }
         },
     )
-    async def predict(request: Request) -> Response:
+    async def predict(request: Request) -> dict[str, Any]:
         content_type = request.headers.get("content-type", "")
         if not _is_json(content_type):
-            return _error(
+            raise ApiError(
                 415,
                 "content_type",
                 f"Content-Type must be application/json, got {content_type or 'none'!r}",
             )
         body = await _read_body(request, settings.max_body_bytes)
         if body is None:
-            return _error(
+            raise ApiError(
                 413, "body_too_large", f"request body exceeds {settings.max_body_bytes} bytes"
             )
         try:
             req = _REQUEST.validate_json(body)
         except ValidationError as exc:
-            return _error(422, "validation", _validation_detail(exc))
+            raise ApiError(422, "validation", _validation_detail(exc)) from None
         n = len(req.rows)
         if n > settings.max_rows:
-            return _error(
+            raise ApiError(
                 413, "too_many_rows", f"{n} rows; at most {settings.max_rows} per request"
             )
         if req.event_times is not None:
             if len(req.event_times) != n:
-                return _error(
+                raise ApiError(
                     422,
                     "validation",
                     [{
@@ -211,11 +221,15 @@ def create_app(
                 )  # fmt: skip
             metrics.NEWEST_FEATURES.note(max(t.timestamp() for t in req.event_times))
         if scorer is None:
-            return _error(503, "model_unavailable", f"no model loaded: {state.error}")
+            raise ApiError(503, "model_unavailable", f"no model loaded: {state.error}")
 
         prepared = scorer.prepare(req.rows)
         started = time.perf_counter()
-        scores = scorer.score(prepared.X)
+        try:
+            scores = scorer.score(prepared.X)
+        except OutsideDomain as exc:
+            raise ApiError(422, "validation", [{"loc": ["body", "rows"], "msg": str(exc),
+                                                "type": "outside_domain"}]) from None
         inference.observe(time.perf_counter() - started)
         flags = scores >= scorer.threshold
         n_spikes = int(flags.sum())
@@ -223,51 +237,53 @@ def create_app(
         if n_spikes:
             spikes_total.inc(n_spikes)
         metrics.SCORES.observe_many(scorer.variant, scorer.version, scores)
-        return _json(
-            200,
-            {
-                "scores": scores.tolist(),
-                "spikes": flags.tolist(),
-                **model_fields,
-                "ts": format_micros(now_micros()),
-                "imputed": prepared.imputed,
-                "ignored_fields": prepared.ignored,
-            },
-        )
+        warnings = scorer.warnings(prepared)
+        if warnings:
+            metrics.ROWS_WITHOUT_INPUTS.inc(prepared.n_without_inputs)
+        return {
+            "scores": scores.tolist(),
+            "spikes": flags.tolist(),
+            **model_fields,
+            "ts": format_micros(now_micros()),
+            "imputed": prepared.imputed,
+            "ignored_fields": prepared.ignored,
+            "warnings": warnings,
+        }
 
     @app.get("/health", response_model=HealthResponse, summary="Service and dependency health")
-    async def health() -> Response:
+    async def health() -> dict[str, Any]:
         connected, checked_at = probe.snapshot()
-        return _json(
-            200,
-            {
-                "status": "ok" if scorer is not None else "degraded",
-                "model_loaded": scorer is not None,
-                "kafka_connected": connected,
-                "kafka_checked_at": format_ts_epoch(checked_at),
-                "model_variant": scorer.variant if scorer else None,
-                "model_version": scorer.version if scorer else None,
-                "error": state.error,
-            },
-        )
+        return {
+            "status": "ok" if scorer is not None else "degraded",
+            "model_loaded": scorer is not None,
+            "kafka_connected": connected,
+            "kafka_checked_at": format_ts_epoch(checked_at),
+            "model_variant": scorer.variant if scorer else None,
+            "model_version": scorer.version if scorer else None,
+            "error": state.error,
+        }
 
     @app.get("/version", response_model=VersionResponse, summary="API build and loaded model")
-    async def version() -> Response:
-        return _json(200, version_body)
+    async def version() -> dict[str, Any]:
+        return version_body
 
-    @app.get("/healthz", summary="Liveness: the process answers")
-    async def healthz() -> Response:
-        return _json(200, {"status": "alive"})
+    @app.get("/healthz", response_model=StatusResponse, response_model_exclude_none=True,
+             summary="Liveness: the process answers")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "alive"}
 
     @app.get(
         "/readyz",
+        response_model=StatusResponse,
+        response_model_exclude_none=True,
         summary="Readiness: a model is loaded",
-        responses={503: {"description": "no model loaded"}},
+        responses={503: {"model": StatusResponse, "description": "no model loaded"}},
     )
-    async def readyz() -> Response:
+    async def readyz(response: Response) -> dict[str, Any]:
         if scorer is None:
-            return _json(503, {"status": "not ready", "error": state.error})
-        return _json(200, {"status": "ready"})
+            response.status_code = 503
+            return {"status": "not ready", "error": state.error}
+        return {"status": "ready"}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics() -> Response:

@@ -37,6 +37,10 @@ ROWS_SCORED = Counter(
 SPIKES = Counter(
     "cryptovol_api_spikes_total", "rows flagged as spikes", ["model_variant", "model_version"]
 )
+ROWS_WITHOUT_INPUTS = Counter(
+    "cryptovol_api_rows_without_inputs_total",
+    "rows scored that carried none of the model's features (scored as a typical row)",
+)
 MODEL_INFO = Gauge(
     "cryptovol_api_model_info",
     "1 for the loaded model",
@@ -48,6 +52,9 @@ FEATURE_AGE = Gauge(
 )
 
 
+FUTURE_SKEW_S = 5.0
+
+
 class _NewestEventTime:
     """The newest feature event time seen; its age is computed at scrape time,
     so the gauge keeps growing when no fresh features arrive (NaN before any)."""
@@ -57,6 +64,10 @@ class _NewestEventTime:
         self.epoch: float | None = None
 
     def note(self, epoch: float) -> None:
+        """Ignores times in the future (beyond clock skew): one such row would
+        otherwise pin the age at 0 for good."""
+        if epoch > time.time() + FUTURE_SKEW_S:
+            return
         with self._lock:
             if self.epoch is None or epoch > self.epoch:
                 self.epoch = epoch

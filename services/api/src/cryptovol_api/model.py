@@ -17,6 +17,7 @@ import numpy as np
 
 from cryptovol.core.timestamps import format_time
 from cryptovol.runtime.logs import get_logger
+from cryptovol_api.fast_linear import compile_linear
 from cryptovol_api.fast_trees import COMPILED_MAX_ROWS, compile_scorer, tune_for_serving
 from cryptovol_api.settings import ApiSettings
 
@@ -27,11 +28,20 @@ class ModelLoadError(RuntimeError):
     """The configured model cannot be served; the message says why."""
 
 
+class OutsideDomain(ValueError):
+    """Feature values the model cannot score; the message names the rows."""
+
+
 @dataclass(frozen=True)
 class PreparedBatch:
     X: np.ndarray
     imputed: list[list[str]]  # per row, the features filled from imputation values
     ignored: list[str]  # fields no row needs (not model features), sorted
+    without_inputs: list[int] = field(default_factory=list)  # rows with every feature imputed
+
+    @property
+    def n_without_inputs(self) -> int:
+        return len(self.without_inputs)
 
 
 class Scorer:
@@ -103,20 +113,39 @@ class Scorer:
         else:
             imputed = [[] for _ in rows]
         ignored = sorted(set().union(*rows) - self._feature_set)
-        return PreparedBatch(X=X, imputed=imputed, ignored=ignored)
+        n_features = len(feats)
+        without = [i for i, names in enumerate(imputed) if len(names) == n_features]
+        return PreparedBatch(X=X, imputed=imputed, ignored=ignored, without_inputs=without)
+
+    def warnings(self, prepared: PreparedBatch) -> list[str]:
+        """What a caller must know about the scores of this batch (empty when nothing)."""
+        if not prepared.without_inputs:
+            return []
+        rows = prepared.without_inputs
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        return [
+            f"{len(rows)} of {len(prepared.imputed)} rows (row {shown}) carry none of the "
+            f"model's features ({', '.join(self.features)}): each scores as a typical row "
+            "(every feature imputed), not as itself. The original minimal row "
+            "(ret_mean, ret_std, n over 60 s) cannot give them: they are relative to the last "
+            "30 minutes of the market. Send the feature row the featurizer emits "
+            "(docs/api.md)."
+        ]
 
     def _fastest_scorer(self, artifact: Any) -> Callable[[np.ndarray], np.ndarray]:
-        """``artifact.score``, or a compiled equivalent checked against it here."""
+        """``artifact.score``, or a compiled equivalent checked against it here: a
+        linear pipeline as a few array operations, a forest as one node table."""
         model = getattr(artifact, "model", None)
         tune_for_serving(model)
-        compiled = compile_scorer(model)
-        if compiled is None:
+        linear = compile_linear(model)
+        if linear is not None:
+            if self._agrees(artifact, linear, "compiled linear model"):
+                log.info("scoring with the compiled linear model",
+                         extra={"stages": len(linear.stages)})
+                return lambda X: np.clip(linear(X), 0.0, 1.0)
             return artifact.score
-        probe = self._probe_matrix()
-        expected = artifact.score(probe)
-        got = np.clip(compiled(probe), 0.0, 1.0)
-        if not np.allclose(got, expected, rtol=0, atol=1e-9):
-            log.warning("compiled forest disagrees with the model; using the model itself")
+        compiled = compile_scorer(model)
+        if compiled is None or not self._agrees(artifact, compiled, "compiled forest"):
             return artifact.score
         log.info("scoring with the compiled forest", extra={"trees": compiled.n_trees})
 
@@ -126,6 +155,21 @@ class Scorer:
             return np.clip(compiled(X), 0.0, 1.0)
 
         return score
+
+    def _agrees(self, artifact: Any, compiled: Callable[[np.ndarray], np.ndarray],
+                what: str) -> bool:
+        probe = self._probe_matrix()
+        try:
+            expected = artifact.score(probe)
+        except ValueError:  # e.g. a log of a negative value: probe inside the domain
+            probe = np.abs(probe)
+            expected = artifact.score(probe)
+        with np.errstate(all="ignore"):
+            got = np.clip(compiled(probe), 0.0, 1.0)
+        if np.allclose(got, expected, rtol=0, atol=1e-9, equal_nan=True):
+            return True
+        log.warning(f"{what} disagrees with the model; using the model itself")
+        return False
 
     def _probe_matrix(self, n: int = 512) -> np.ndarray:
         """Rows around the imputation values, spread over several orders of magnitude."""
@@ -142,9 +186,20 @@ class Scorer:
             return [row.get(f) for f in self.features]
 
     def score(self, X: np.ndarray) -> np.ndarray:
-        scores = np.asarray(self._score(X), dtype=float).reshape(-1)
+        """One score per row; :class:`OutsideDomain` for values the model cannot score
+        (e.g. a negative volatility under a logarithm)."""
+        try:
+            with np.errstate(all="ignore"):
+                scores = np.asarray(self._score(X), dtype=float).reshape(-1)
+        except ValueError as exc:
+            raise OutsideDomain(f"the model cannot score these values: {exc}") from exc
         if scores.shape[0] != X.shape[0]:
             raise RuntimeError(f"model returned {scores.shape[0]} scores for {X.shape[0]} rows")
+        bad = np.flatnonzero(~np.isfinite(scores))
+        if len(bad):
+            shown = ", ".join(map(str, bad[:10].tolist())) + (", ..." if len(bad) > 10 else "")
+            raise OutsideDomain(f"rows {shown}: values outside the model's domain "
+                                "(volatilities and counts cannot be negative)")
         return scores
 
 

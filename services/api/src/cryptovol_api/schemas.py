@@ -48,6 +48,17 @@ class PredictResponse(BaseModel):
     ts: str = Field(description="response time, RFC 3339 UTC")
     imputed: list[list[str]] = Field(description="per row, the features filled by imputation")
     ignored_fields: list[str] = Field(description="fields that are not features of the model")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the caller should know about these scores, e.g. rows that carry "
+        "none of the model's inputs (an original client's minimal row) and so score as a "
+        "typical row, not as themselves",
+    )
+
+
+class StatusResponse(BaseModel):
+    status: str = Field(description="alive / ready / not ready")
+    error: str | None = Field(None, description="why the API is not ready")
 
 
 class ErrorResponse(BaseModel):
