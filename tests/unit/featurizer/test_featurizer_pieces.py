@@ -14,9 +14,9 @@ from cryptovol.core.features import FEATURE_NAMES, FRAME_COLUMNS, FeatureEngine,
 from cryptovol.core.ticks import Tick
 from cryptovol.runtime.recordings import open_recordings, read_ticks
 from cryptovol_featurizer.offline import read_offline, write_offline
-from cryptovol_featurizer.service import PartitionState, Throttle
 from cryptovol_featurizer.settings import FeaturizerSettings
 from cryptovol_featurizer.sink import ParquetSink
+from cryptovol_featurizer.stage import PartitionState, Throttle
 
 
 @pytest.fixture(scope="module")

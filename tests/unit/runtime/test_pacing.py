@@ -41,6 +41,12 @@ def test_rate_limiter_allows_a_burst_then_the_rate() -> None:
     assert sum(limiter.try_acquire() for _ in range(10)) == 4
 
 
+def test_a_rate_of_zero_means_no_limit() -> None:
+    limiter = RateLimiter(0.0, clock=lambda: 0.0)
+    assert all(limiter.try_acquire() for _ in range(1000))
+    assert limiter.wait_time() == 0.0
+
+
 def test_rate_limiter_acquire_waits() -> None:
     limiter = RateLimiter(50.0, burst=1)
 

@@ -51,6 +51,10 @@ def write_new_file(folder: Path, name: str, table: pa.Table) -> Path:
 
 
 class ParquetSink:
+    """The featurizer's sink on the stream worker: rows of acknowledged batches
+    are buffered and written when ``max_rows`` are buffered or the oldest has
+    waited ``flush_s``; the worker commits their offsets only after that."""
+
     def __init__(self, root: Path, max_rows: int = 50_000, flush_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.root = root
@@ -76,6 +80,9 @@ class ParquetSink:
     def due(self) -> bool:
         return self._count >= self.max_rows or (
             self._count > 0 and self._clock() - self._since >= self.flush_s)
+
+    def health(self) -> tuple[bool, dict]:
+        return True, {"parquet_files": self.files_written}
 
     def flush(self) -> list[Path]:
         written = []
