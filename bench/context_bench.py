@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryptovol.core.features import FEATURE_NAMES, FeatureEngine, to_micros
+from cryptovol.core.features import FEATURE_NAMES, FeatureEngine
 from cryptovol.core.features.context import CONTEXT_S, RvContext
 from cryptovol.runtime.recordings import open_recordings, read_ticks
 
@@ -61,24 +61,23 @@ def replay_context(stream: list[tuple[int, float | None]]) -> None:
 
 
 def bench_engine(ticks: list) -> dict:
-    args = [(t.product_id, t.record_id, to_micros(t.event_time), t.price, t.best_bid,
-             t.best_ask, t.best_bid_quantity, t.best_ask_quantity) for t in ticks]
+    args = list(ticks)
     stream: list[tuple[int, float | None]] = []  # what entered the context, tick by tick
     engine = FeatureEngine()
     segment: dict[str, tuple[int, int]] = {}  # product -> (segment, its start)
     for a in args:
-        res = engine.step(*a)
+        res = engine.step(a)
         if res is None:
             continue
-        if segment.get(a[0], (None,))[0] != res.segment:
-            segment[a[0]] = (res.segment, res.time_us)
-        inside = res.time_us - segment[a[0]][1] >= 60_000_000  # 60 s window in the segment
+        if segment.get(a.product_id, (None,))[0] != res.segment:
+            segment[a.product_id] = (res.segment, res.time_us)
+        inside = res.time_us - segment[a.product_id][1] >= 60_000_000  # 60 s window in the segment
         stream.append((res.time_us, res.values[RV60] if inside else None))
 
     def run_engine() -> None:
         fresh = FeatureEngine()
         for a in args:
-            fresh.step(*a)
+            fresh.step(a)
 
     total = best_of(run_engine)
     context = best_of(lambda: replay_context(stream))

@@ -21,19 +21,7 @@ from cryptovol.core.features.context import (
     RV_FLOOR,
 )
 from cryptovol.core.features.names import FEATURE_NAMES, RET_WINDOW_S, WINDOWS_S
-
-
-@dataclass(frozen=True)
-class Tick:
-    product_id: str
-    record_id: str
-    t: int  # event time, epoch microseconds
-    price: float
-    bid: float | None = None
-    ask: float | None = None
-    bid_qty: float | None = None
-    ask_qty: float | None = None
-    received: int | None = None
+from cryptovol.core.ticks import Tick
 
 
 @dataclass
@@ -47,14 +35,15 @@ class RefRow:
 
 
 def _spread(tk: Tick) -> float | None:
-    if tk.bid is None or tk.ask is None or not (0 < tk.bid < math.inf and 0 < tk.ask < math.inf):
+    bid, ask = tk.best_bid, tk.best_ask
+    if bid is None or ask is None or not (0 < bid < math.inf and 0 < ask < math.inf):
         return None
-    mid = (tk.ask + tk.bid) / 2
-    return (tk.ask - tk.bid) / mid * 1e4
+    mid = (ask + bid) / 2
+    return (ask - bid) / mid * 1e4
 
 
 def _imbalance(tk: Tick) -> float | None:
-    b, a = tk.bid_qty, tk.ask_qty
+    b, a = tk.best_bid_quantity, tk.best_ask_quantity
     if b is None or a is None or b < 0 or a < 0 or not 0 < a + b < math.inf:
         return None
     return (b - a) / (b + a)
@@ -75,12 +64,12 @@ def accept(
         if not 0 < tk.price < math.inf:
             continue
         p = tk.product_id
-        t = tk.t
+        t = tk.event_us
         if p not in last:
             seg[p] = 0
             ids[p] = set()
         elif t < last[p] - grace:
-            fresh = tk.received is not None and tk.received >= last_rx[p]
+            fresh = tk.receive_us >= last_rx[p]
             if t < last[p] - jump and fresh:
                 seg[p] += 1
                 ids[p] = set()
@@ -94,8 +83,7 @@ def accept(
             seg[p] += 1
             ids[p] = set()
         last[p] = t
-        if tk.received is not None:
-            last_rx[p] = tk.received
+        last_rx[p] = tk.receive_us
         ids[p].add(tk.record_id)
         out.append((tk, t, seg[p]))
     return out

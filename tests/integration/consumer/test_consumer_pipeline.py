@@ -16,8 +16,9 @@ import pytest
 from kafka.structs import TopicPartition
 from pipeline_procs import REPO_ROOT, Child, wait_http
 
+from cryptovol.core.codec import encode_row
 from cryptovol.core.features import FeatureEngine
-from cryptovol.core.schemas import PredictionRecord, to_json_bytes
+from cryptovol.core.schemas import PredictionRecord
 from cryptovol.devtools.net import free_port
 from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
 from cryptovol.runtime.recordings import open_recordings, read_ticks
@@ -37,9 +38,9 @@ def feature_rows(n: int) -> list[bytes]:
     engine = FeatureEngine()
     out: list[bytes] = []
     for tick in read_ticks(recordings):
-        row = engine.update(tick)
-        if row is not None and not row.warmup:
-            out.append(to_json_bytes(row))
+        res = engine.step(tick)
+        if res is not None and not res.warmup:
+            out.append(encode_row(tick, res))
             if len(out) == n:
                 break
     assert len(out) == n
@@ -51,8 +52,8 @@ def warmup_rows(n: int) -> list[bytes]:
         [REPO_ROOT / "data/coinbase-ticker/ticks_BTCUSD_20251130_235611.ndjson.gz"]
     )
     engine = FeatureEngine()
-    rows = [engine.update(t) for t in read_ticks(recordings)]
-    warm = [to_json_bytes(r) for r in rows if r is not None and r.warmup]
+    steps = [(t, engine.step(t)) for t in read_ticks(recordings)]
+    warm = [encode_row(t, res) for t, res in steps if res is not None and res.warmup]
     return warm[:n]
 
 

@@ -51,8 +51,9 @@ def test_whole_pipeline_predicts_from_replayed_ticks_and_stops_cleanly():
         urls = dict(re.findall(r"^  (\w+) +metrics +(http://\S+)$", "\n".join(lines), re.M))
         ports = [int(re.search(r":(\d+)/", url).group(1)) for url in urls.values()]
         assert {"api", "consumer"} <= set(urls) and len(set(ports)) == len(ports), urls
-        scored = counter_total(urls["api"], "cryptovol_api_rows_scored_total")
+        # the consumer first: every row it has recorded, the API had scored before
         predicted = counter_total(urls["consumer"], "cryptovol_consumer_predictions_total")
+        scored = counter_total(urls["api"], "cryptovol_api_rows_scored_total")
         assert scored and predicted and scored >= predicted > 0
     finally:
         proc.send_signal(signal.SIGINT)

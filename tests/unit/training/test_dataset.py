@@ -46,7 +46,7 @@ def test_features_at_t_use_no_tick_after_t() -> None:
                                       full[cols].iloc[cut:cut + 1].reset_index(drop=True))
     # ... and changing every later tick's price changes nothing up to i
     cut = 2500
-    shocked = [t.model_copy(update={"price": t.price * 1.05}) if i > cut else t
+    shocked = [t._replace(price=t.price * 1.05) if i > cut else t
                for i, t in enumerate(ticks)]
     again = features_frame(shocked)
     pd.testing.assert_frame_equal(again[cols].iloc[: cut + 1], full[cols].iloc[: cut + 1])

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from cryptovol.core.schemas import format_ts
 from cryptovol.core.scoring import OutsideDomain, PreparedBatch, checked_scores
+from cryptovol.core.timestamps import format_time
 from cryptovol.runtime.logs import get_logger
 from cryptovol_api.fast_linear import compile_linear
 from cryptovol_api.fast_trees import COMPILED_MAX_ROWS, compile_scorer, tune_for_serving
@@ -47,7 +47,7 @@ class Scorer:
         self._fill = self.contract.fill
         self._score = self._fastest_scorer(artifact)
         created = md.created_at
-        self.trained_at = format_ts(created) if hasattr(created, "tzinfo") else str(created)
+        self.trained_at = format_time(created) if hasattr(created, "tzinfo") else str(created)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from features_testkit import T0
+from features_testkit import T0, tick
 
 from cryptovol.core.features import FEATURE_NAMES, FeatureConfig, FeatureEngine, features_frame
 from cryptovol.core.features.context import (
@@ -69,7 +69,7 @@ def test_tau_equals_the_label_s_on_every_bundled_tick(bundled_ticks: list[RawTic
 
 
 def _feed(engine: FeatureEngine, t: int, rid: str, price: float, rx: int | None = None):
-    res = engine.step("X", rid, t, price, received=rx if rx is not None else t)
+    res = engine.step(tick("X", rid, t, price, received=rx))
     assert res is not None
     return res
 
@@ -104,7 +104,7 @@ def _rows(ticks: list[tuple[int, float]], start: int) -> dict[int, tuple]:
     engine = FeatureEngine()
     out = {}
     for k in range(start, len(ticks)):
-        res = engine.step("X", f"r{k}", ticks[k][0], ticks[k][1])
+        res = engine.step(tick("X", f"r{k}", ticks[k][0], ticks[k][1]))
         out[k] = (res.time_us, res.warmup, res.values)
     return out
 

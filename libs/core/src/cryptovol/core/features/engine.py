@@ -26,8 +26,6 @@ Tick acceptance (deterministic, in arrival order per product):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import NamedTuple
 
@@ -41,11 +39,10 @@ from cryptovol.core.features.names import (
     RET_WINDOW_S,
     WINDOWS_S,
 )
-from cryptovol.core.schemas import FeatureRow, RawTick
+from cryptovol.core.ticks import Tick
+from cryptovol.core.timestamps import from_micros
 
 NAN = math.nan
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
 _W_US = tuple(w * 1_000_000 for w in WINDOWS_S)
 _RET_K = WINDOWS_S.index(RET_WINDOW_S)
 _BPV_FACTOR = math.pi / 2
@@ -69,22 +66,6 @@ _COMPACT_MIN = 1024  # drop consumed list heads in chunks of at least this many
 OK, OUT_OF_ORDER, GAP, JUMP, FIRST = "ok", "out_of_order", "gap", "jump", "first"
 DUPLICATE, LATE, MALFORMED = "duplicate", "late", "malformed"
 DROPPED = frozenset({DUPLICATE, LATE, MALFORMED})
-
-
-def to_micros(dt: datetime) -> int:
-    """Exact epoch microseconds of an aware (or UTC-naive) datetime."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // _MICRO
-
-
-def from_micros(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def as_feature_dict(values: tuple[float, ...]) -> dict[str, float | None]:
-    """Feature values by name, ``None`` for NaN (JSON has no NaN)."""
-    return {k: (None if v != v else v) for k, v in zip(FEATURE_NAMES, values, strict=True)}
 
 
 class StepResult(NamedTuple):
@@ -175,8 +156,8 @@ class _Product:
 class FeatureEngine:
     """Windowed features for any number of products, one tick at a time.
 
-    ``update(tick)`` returns the tick's :class:`~cryptovol.core.schemas.FeatureRow`,
-    or ``None`` when the tick is dropped; ``last_outcome`` says what happened
+    ``step(tick)`` returns what the tick produced (:class:`StepResult`), or
+    ``None`` when the tick is dropped; ``last_outcome`` says what happened
     (``first``, ``ok``, ``gap``, ``jump``, ``out_of_order``, or the drop reasons
     ``duplicate``, ``late``, ``malformed``).
     """
@@ -228,30 +209,6 @@ class FeatureEngine:
             self._contexts.pop(product_id, None)
 
     # -- updates ----------------------------------------------------------------
-    def update(self, tick: RawTick) -> FeatureRow | None:
-        res = self.step_tick(tick)
-        if res is None:
-            return None
-        return FeatureRow.model_construct(
-            record_id=tick.record_id,
-            product_id=tick.product_id,
-            event_time=tick.event_time if res.time_us == to_micros(tick.event_time)
-            else from_micros(res.time_us),  # the time the windows used
-            receive_time=tick.receive_time,
-            warmup=res.warmup,
-            features=as_feature_dict(res.values),
-        )
-
-    def update_many(self, ticks: Iterable[RawTick]) -> list[FeatureRow]:
-        return [row for row in map(self.update, ticks) if row is not None]
-
-    def step_tick(self, tick: RawTick) -> StepResult | None:
-        return self.step(
-            tick.product_id, tick.record_id, to_micros(tick.event_time), tick.price,
-            tick.best_bid, tick.best_ask, tick.best_bid_quantity, tick.best_ask_quantity,
-            to_micros(tick.receive_time),
-        )
-
     def _new_segment(self, product_id: str) -> _Product:
         seg = self._segments.get(product_id, -1) + 1
         self._segments[product_id] = seg
@@ -259,21 +216,10 @@ class FeatureEngine:
         self._products[product_id] = st
         return st
 
-    def step(
-        self,
-        product_id: str,
-        record_id: str,
-        t: int,
-        price: float,
-        bid: float | None = None,
-        ask: float | None = None,
-        bid_qty: float | None = None,
-        ask_qty: float | None = None,
-        received: int | None = None,
-    ) -> StepResult | None:
-        """Feed one tick: event time ``t`` and receive time ``received`` in epoch
-        microseconds. Returns ``None`` when the tick is dropped (see
+    def step(self, tick: Tick) -> StepResult | None:
+        """Feed one tick. Returns ``None`` when the tick is dropped (see
         ``last_outcome``)."""
+        record_id, product_id, t, received, price, bid, ask, bid_qty, ask_qty = tick[:9]
         if not 0 < price < math.inf:
             self.last_outcome = MALFORMED
             return None
@@ -453,7 +399,4 @@ __all__ = [
     "OUT_OF_ORDER",
     "FeatureEngine",
     "StepResult",
-    "as_feature_dict",
-    "from_micros",
-    "to_micros",
 ]
