@@ -33,7 +33,7 @@ $(STAMP): $(PYPROJECTS) constraints.txt requirements-dev.txt
 		-r requirements-dev.txt $(addprefix -e ,$(PACKAGES))
 	@touch $@
 
-$(TOOLS_STAMP): $(STAMP) tools/install-deploy-tools.sh
+$(TOOLS_STAMP): $(STAMP) tools/install-deploy-tools.sh tools/install-crds.sh tools/apt-install.sh
 	$(VENV)/bin/cryptovol-broker fetch
 	bash tools/install-deploy-tools.sh
 	@mkdir -p $(dir $@) && touch $@
@@ -62,7 +62,7 @@ train: install ## train and evaluate the models, log to MLflow, write models/art
 
 lint: install ## ruff and hadolint
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/hadolint --config .hadolint.yaml services/*/Dockerfile training/Dockerfile
+	$(VENV)/bin/hadolint --config .hadolint.yaml Dockerfile tools/images/*.Containerfile k8s/bare/images/*.Containerfile tests/e2e/*.Containerfile
 
 lock: ## pin the tested environment: write constraints.txt from .venv
 	$(UV) pip freeze --python $(PY) --exclude-editable | grep -v '^cryptovol' > constraints.txt

@@ -3,8 +3,10 @@
 # ~/.cache/cryptovol/bin (override with CRYPTOVOL_TOOLS_BIN):
 #   helm       built from source with the Go toolchain (module proxy)
 #   prometheus, promtool   Debian's `prometheus` package (service left stopped)
-#   skaffold   optional (SKAFFOLD=1), built from source; otherwise skaffold's
+#   skaffold   optional (SKAFFOLD=1), built from its Go module; otherwise skaffold's
 #              JSON schema is taken from its Go module source for validation
+#   CRDs       Strimzi and prometheus-operator CustomResourceDefinitions
+#              (tools/install-crds.sh, into ~/.cache/cryptovol/crds)
 # Idempotent: a tool already at the pinned version is left alone.
 set -euo pipefail
 
@@ -54,20 +56,8 @@ fi
 if [ -x "$BIN/promtool" ] && [ -x "$BIN/prometheus" ]; then
     log "prometheus/promtool already linked in $BIN ($("$BIN/prometheus" --version 2>&1 | head -1))"
 else
-    if ! command -v /usr/bin/promtool >/dev/null || ! command -v /usr/bin/prometheus >/dev/null; then
-        log "installing Debian package prometheus"
-        as_root apt-get update -qq
-        # policy-rc.d keeps the package's service from starting on install
-        policy=/usr/sbin/policy-rc.d
-        created_policy=""
-        if [ ! -e "$policy" ]; then
-            printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
-            as_root chmod +x "$policy"
-            created_policy=1
-        fi
-        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus
-        [ -n "$created_policy" ] && as_root rm -f "$policy"
-    fi
+    # tools/apt-install.sh keeps the package's service from starting on install
+    bash "$(dirname "$0")/apt-install.sh" prometheus
     # never leave the Debian service enabled or running: the tests start their own instances
     log "disabling and stopping the Debian prometheus service"
     if command -v systemctl >/dev/null; then
@@ -96,19 +86,16 @@ else
     log "skaffold schema saved to $schema_file"
 fi
 
-# The skaffold binary takes longer than 5 minutes to build on 2 cores, so the tests
-# validate skaffold.yaml against the schema above; SKAFFOLD=1 builds it anyway.
+# The skaffold binary takes about 10 minutes to build cold on 2 cores, so the tests
+# validate skaffold.yaml against the schema above; SKAFFOLD=1 builds it (pinned wrapper
+# module, cached in ~/.cache/cryptovol/bare/bin) and links it into $BIN.
 if [ -n "${SKAFFOLD:-}" ]; then
-    if [ -x "$BIN/skaffold" ]; then
-        log "skaffold already installed ($("$BIN/skaffold" version 2>/dev/null))"
-    else
-        log "building skaffold $SKAFFOLD_VERSION from its module source (slow)"
-        dir="$(cd "$(mktemp -d)" && go mod download -json "github.com/GoogleContainerTools/skaffold/v2@$SKAFFOLD_VERSION" \
-            | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')"
-        (cd "$dir" && CGO_ENABLED=0 go build -mod=mod -o "$BIN/skaffold" \
-            -ldflags "-s -w -X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=$SKAFFOLD_VERSION" \
-            ./cmd/skaffold)
-    fi
+    bash "$(dirname "$0")/../k8s/bare/build.sh" skaffold
+    ln -sf "$(bash "$(dirname "$0")/../k8s/bare/build.sh" --bin-dir skaffold)/skaffold" "$BIN/skaffold"
+    log "skaffold $("$BIN/skaffold" version) linked into $BIN"
 fi
+
+# --- CRDs the deploy tests validate custom resources against -----------------
+bash "$(dirname "$0")/install-crds.sh"
 
 log "done: tools in $BIN"

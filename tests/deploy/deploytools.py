@@ -18,10 +18,10 @@ CHART_DIR = REPO_ROOT / "charts" / "cryptovol"
 RULES_FILE = CHART_DIR / "files" / "rules" / "cryptovol-rules.yaml"
 DASHBOARDS_DIR = CHART_DIR / "files" / "dashboards"
 K8S_DIR = REPO_ROOT / "k8s"
-CRDS_DIR = REPO_ROOT.parent / "shared" / "crds"
-TOOLS_BIN = Path(
-    os.environ.get("CRYPTOVOL_TOOLS_BIN", Path.home() / ".cache" / "cryptovol" / "bin")
-)
+CACHE = Path(os.environ.get("CRYPTOVOL_CACHE", Path.home() / ".cache" / "cryptovol"))
+TOOLS_BIN = Path(os.environ.get("CRYPTOVOL_TOOLS_BIN", CACHE / "bin"))
+# generated/fetched from package registries by tools/install-crds.sh (part of `make install`)
+CRD_DIRS = (CACHE / "crds" / "strimzi-1.2.0", CACHE / "crds" / "prometheus-operator-v0.93.1")
 TOOLS_SHARE = TOOLS_BIN.parent / "share"
 INSTALL_HINT = "run `bash tools/install-deploy-tools.sh` (part of `make install`)"
 
@@ -56,16 +56,20 @@ def run(
 
 
 @functools.lru_cache(maxsize=64)
-def _render(sets: tuple[str, ...], release: str, namespace: str) -> str:
+def _render(sets: tuple[str, ...], release: str, namespace: str, files: tuple[str, ...]) -> str:
     args = [tool("helm"), "template", release, str(CHART_DIR), "--namespace", namespace]
+    for f in files:
+        args += ["-f", f]
     for s in sets:
         args += ["--set", s]
     return run(args).stdout
 
 
-def render(*sets: str, release: str = "cryptovol", namespace: str = "cryptovol") -> list[dict]:
-    """Render the chart with `helm template` and return its objects (cached per argument set)."""
-    docs = yaml.safe_load_all(_render(tuple(sets), release, namespace))
+def render(*sets: str, release: str = "cryptovol", namespace: str = "cryptovol",
+           files: tuple[str, ...] = ()) -> list[dict]:
+    """Render the chart with `helm template` (values `files`, then `sets`) and return its
+    objects (cached per argument set)."""
+    docs = yaml.safe_load_all(_render(tuple(sets), release, namespace, tuple(files)))
     return [d for d in docs if d]
 
 
@@ -88,19 +92,31 @@ def container_env(container: dict) -> dict[str, str]:
 
 
 def crd_schemas() -> dict[tuple[str, str], dict]:
-    """(apiVersion, kind) -> openAPIV3Schema from ../shared/crds; skips when absent."""
-    if not CRDS_DIR.is_dir():
-        pytest.skip(
-            f"CRD definitions not available at {CRDS_DIR} (see its README in the shared folder)"
+    """(apiVersion, kind) -> openAPIV3Schema of the Strimzi and prometheus-operator CRDs.
+    A missing CRD folder fails the test: the schemas are part of what `make install` sets up."""
+    missing = [str(d) for d in CRD_DIRS if not (d / ".complete").is_file()]
+    if missing:
+        pytest.fail(
+            f"CRDs missing in {', '.join(missing)}: run `bash tools/install-crds.sh` "
+            f"({INSTALL_HINT})",
+            pytrace=False,
         )
     return _crd_schemas()
+
+
+class _CrdLoader(yaml.SafeLoader):
+    """SafeLoader that reads a bare `=` as the string it is (YAML 1.1's `value` tag; the
+    Prometheus CRD has one among its enum values)."""
+
+
+_CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: node.value)
 
 
 @functools.lru_cache(maxsize=1)
 def _crd_schemas() -> dict[tuple[str, str], dict]:
     out: dict[tuple[str, str], dict] = {}
-    for path in sorted(CRDS_DIR.rglob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+    for path in sorted(p for d in CRD_DIRS for p in d.glob("*.yaml")):
+        for doc in yaml.load_all(path.read_text(), Loader=_CrdLoader):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             group = doc["spec"]["group"]

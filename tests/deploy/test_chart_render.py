@@ -335,7 +335,11 @@ def test_notes_print_port_forward_commands() -> None:
         (("consumer.apiUrl=api:8000",), "/consumer/apiUrl"),
         (("monitoring.serviceMonitor.interval=fast",), "/monitoring/serviceMonitor/interval"),
         (("ingest.coinbaseWsUrl=http://x",), "/ingest/coinbaseWsUrl"),
-        (("networkPolicy.exchangeCidrs={everywhere}",), "/networkPolicy/exchangeCidrs/0"),
+        (
+            ("networkPolicy.external.exchange.ports={https}",),
+            "/networkPolicy/external/exchange/ports/0",
+        ),
+        (("networkPolicy.egress.api=kafka",), "/networkPolicy/egress/api"),
         (("unknownTopLevel=1",), "unknownTopLevel"),
     ],
 )
@@ -344,3 +348,13 @@ def test_values_schema_rejects_bad_values(sets: tuple[str, ...], message: str) -
 
     err = helm_template_error(*sets)
     assert message in err, err
+
+
+def test_no_pod_gets_docker_link_variables() -> None:
+    """A Service named like a setting would override it (a `kafka` Service injects
+    KAFKA_PORT=tcp://...): every pod of the chart turns service links off."""
+    objs = render()
+    specs = [o["spec"]["template"]["spec"] for o in by_kind(objs, "Deployment").values()]
+    specs += [o["spec"] for o in by_kind(objs, "Pod").values()]
+    assert len(specs) >= 6
+    assert all(spec.get("enableServiceLinks") is False for spec in specs)

@@ -47,6 +47,9 @@ spec:
     spec:
       serviceAccountName: {{ include "cryptovol.componentName" (list $root $comp) }}
       automountServiceAccountToken: false
+      # no Docker-link variables: a Service named like a setting (`kafka` gives KAFKA_PORT=tcp://...)
+      # would override the service's configuration
+      enableServiceLinks: false
       {{- with include "cryptovol.imagePullSecrets" $root }}{{ . | trim | nindent 6 }}{{- end }}
       securityContext:
         {{- include "cryptovol.podSecurityContext" $root | nindent 8 }}

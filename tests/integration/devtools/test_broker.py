@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from kafka import KafkaAdminClient
 
-from cryptovol.devtools.net import free_port
+from cryptovol.devtools.net import free_port, port_open
 from cryptovol.runtime.kafka import broker_reachable, make_consumer
 from cryptovol.runtime.settings import ServiceSettings
 
@@ -120,3 +121,36 @@ def test_stack_with_only_the_broker_runs_reports_and_stops_cleanly(stop_signal):
     assert "stopped: every process has exited" in rest
     assert _java_children_of(data_dir) == []
     assert not broker_reachable(f"127.0.0.1:{port}", timeout_s=1)
+
+
+def test_broker_listens_and_advertises_where_it_is_told(tmp_path):
+    """KAFKA_LISTEN_HOST / KAFKA_ADVERTISED_HOST, on a second loopback address so
+    that the test stays on this machine: clients reach it there and are told to
+    come back there, and nothing listens on 127.0.0.1."""
+    port = free_port()
+    data_dir = tmp_path / "kafka"
+    proc = _start([str(BIN / "cryptovol-broker"), "--port", str(port), "--data-dir", str(data_dir)],
+                  {"KAFKA_BOOTSTRAP_SERVERS": "", "KAFKA_LISTEN_HOST": "127.0.0.2",
+                   "KAFKA_ADVERTISED_HOST": "127.0.0.2"})
+    try:
+        ready, _ = _read_until(proc, r"cryptovol-broker ready", 120)
+        assert f"on 127.0.0.2:{port} (listening on 127.0.0.2:{port})" in ready
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.2:{port}")
+        try:
+            brokers = admin.describe_cluster()["brokers"]
+        finally:
+            admin.close()
+        assert [(b["host"], b["port"]) for b in brokers] == [("127.0.0.2", port)]
+        assert port_open(port, host="127.0.0.2") and not port_open(port)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    assert _java_children_of(str(data_dir)) == []
+
+
+def test_listening_everywhere_needs_an_address_to_advertise():
+    result = subprocess.run([str(BIN / "cryptovol-broker"), "--listen-host", "0.0.0.0"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": ""})
+    assert result.returncode == 2
+    assert "KAFKA_ADVERTISED_HOST" in result.stderr and "every interface" in result.stderr

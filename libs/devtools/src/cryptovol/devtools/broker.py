@@ -23,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
+from pydantic import Field
+
 from cryptovol.devtools.net import free_port, port_open
 from cryptovol.runtime.settings import ServiceSettings
 
@@ -33,8 +35,39 @@ CACHE_DIR = Path(os.environ.get("CRYPTOVOL_CACHE", Path.home() / ".cache" / "cry
 READY_TIMEOUT_S = 90.0
 
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
 class BrokerError(RuntimeError):
     """Something the user must fix; the message says what and how."""
+
+
+class BrokerSettings(ServiceSettings):
+    """The local broker's addresses (environment variables; flags override)."""
+
+    service_name: str = "broker"
+    kafka_listen_host: str = Field(
+        "127.0.0.1", description="address the broker listens on; 0.0.0.0 means every interface")
+    kafka_advertised_host: str = Field(
+        "", description="host clients are told to connect to; default: the listen host")
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
+
+
+def advertised_host(listen_host: str, advertised: str | None) -> str:
+    """The host clients are told to use. A broker listening on every interface
+    cannot guess which address its clients reach it at, so it must be told."""
+    if advertised:
+        return advertised
+    if listen_host in WILDCARD_HOSTS:
+        raise BrokerError(
+            f"the broker listens on every interface ({listen_host or '*'}) but has no address "
+            "to advertise: set KAFKA_ADVERTISED_HOST (or --advertised-host) to the address "
+            "clients reach this machine at, e.g. KAFKA_ADVERTISED_HOST=192.168.1.20"
+        )
+    return listen_host
 
 
 def kafka_home(version: str = KAFKA_VERSION) -> Path:
@@ -135,7 +168,12 @@ class LocalBroker:
     """A running single-node KRaft broker; use as a context manager or call
     :meth:`start` and :meth:`stop`."""
 
-    def __init__(self, port: int = 0, data_dir: Path | None = None, heap_mb: int = 512) -> None:
+    def __init__(self, port: int = 0, data_dir: Path | None = None, heap_mb: int = 512,
+                 listen_host: str = "127.0.0.1", advertised: str | None = None) -> None:
+        self.listen_host = listen_host
+        self.advertised_host = advertised_host(listen_host, advertised)
+        # where this process finds the listener: loopback when it listens everywhere
+        self.local_host = "127.0.0.1" if listen_host in WILDCARD_HOSTS else listen_host
         self.port = port or free_port()
         self.controller_port = free_port()
         self._own_data = data_dir is None
@@ -145,9 +183,17 @@ class LocalBroker:
         self.process: subprocess.Popen | None = None
         self.log_path = self.data_dir / "broker.log"
 
+    @classmethod
+    def from_settings(cls, settings: BrokerSettings, port: int | None = None,
+                      data_dir: Path | None = None) -> LocalBroker:
+        return cls(port=port or settings.kafka_port, data_dir=data_dir,
+                   listen_host=settings.kafka_listen_host,
+                   advertised=settings.kafka_advertised_host or None)
+
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """The address clients use (the advertised one)."""
+        return host_port(self.advertised_host, self.port)
 
     def _write_config(self) -> Path:
         config = self.data_dir / "server.properties"
@@ -155,8 +201,8 @@ class LocalBroker:
             process.roles=broker,controller
             node.id=1
             controller.quorum.voters=1@127.0.0.1:{self.controller_port}
-            listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}
-            advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}
+            listeners=PLAINTEXT://{host_port(self.listen_host, self.port)},CONTROLLER://127.0.0.1:{self.controller_port}
+            advertised.listeners=PLAINTEXT://{self.bootstrap}
             controller.listener.names=CONTROLLER
             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
             log.dirs={self.data_dir / "logs"}
@@ -183,10 +229,10 @@ class LocalBroker:
         ]
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> LocalBroker:
-        if port_open(self.port):
+        if port_open(self.port, host=self.local_host):
             raise BrokerError(
-                f"port {self.port} on 127.0.0.1 is already in use: another broker may be running. "
-                "Stop it, or choose another port with KAFKA_PORT."
+                f"port {self.port} on {self.local_host} is already in use: another broker may be "
+                "running. Stop it, or choose another port with KAFKA_PORT."
             )
         home = provision()
         config = self._write_config()
@@ -215,7 +261,8 @@ class LocalBroker:
                 tail = self.log_path.read_text(errors="replace")[-3000:]
                 self.stop()
                 raise BrokerError(f"the Kafka broker exited during start-up:\n{tail}")
-            if port_open(self.port) and broker_reachable(self.bootstrap, timeout_s=2.0):
+            if port_open(self.port, host=self.local_host) and broker_reachable(
+                    self.bootstrap, timeout_s=2.0):
                 return
             time.sleep(0.2)
         self.stop()
@@ -258,8 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="listener port (default KAFKA_PORT or 9092)")
     parser.add_argument("--data-dir", type=Path,
                         help="keep broker data here across restarts (default: a temporary folder)")
+    parser.add_argument("--listen-host", help="address to listen on (KAFKA_LISTEN_HOST, default "
+                        "127.0.0.1; 0.0.0.0 serves other hosts too)")
+    parser.add_argument("--advertised-host", help="address clients are told to connect to "
+                        "(KAFKA_ADVERTISED_HOST, default: the listen host)")
     args = parser.parse_args(argv)
-    settings = ServiceSettings(service_name="broker")
+    flags = {"kafka_listen_host": args.listen_host, "kafka_advertised_host": args.advertised_host}
+    settings = BrokerSettings(**{k: v for k, v in flags.items() if v is not None})
     try:
         if args.command == "fetch":
             print(f"Apache Kafka {KAFKA_VERSION} jars in {provision()}", flush=True)
@@ -274,20 +326,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(settings: ServiceSettings, port: int, data_dir: Path | None) -> int:
+def _run(settings: BrokerSettings, port: int, data_dir: Path | None) -> int:
     from cryptovol.runtime.kafka import ensure_topics
     from cryptovol.runtime.lifecycle import Shutdown
 
     shutdown = Shutdown()
     started = time.monotonic()
-    broker = LocalBroker(port=port, data_dir=data_dir)
+    broker = LocalBroker.from_settings(settings, port=port, data_dir=data_dir)
     broker.start()
     try:
         topic_settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap})
         ensure_topics(topic_settings, [settings.topic_raw, settings.topic_features,
                                        settings.topic_predictions])
         print(f"cryptovol-broker ready: Apache Kafka {KAFKA_VERSION} (KRaft) on {broker.bootstrap} "
-              f"in {time.monotonic() - started:.1f}s; data in {broker.data_dir}", flush=True)
+              f"(listening on {host_port(broker.listen_host, broker.port)}) in "
+              f"{time.monotonic() - started:.1f}s; data in {broker.data_dir}", flush=True)
         while not shutdown.wait(0.5):
             if broker.process is None or broker.process.poll() is not None:
                 print(f"cryptovol-broker: the broker exited; see {broker.log_path}",

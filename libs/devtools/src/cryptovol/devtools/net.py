@@ -12,8 +12,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def port_open(port: int, timeout_s: float = 0.2) -> bool:
-    """True when something accepts connections on 127.0.0.1:``port``."""
+def port_open(port: int, timeout_s: float = 0.2, host: str = "127.0.0.1") -> bool:
+    """True when something accepts connections on ``host:port`` (loopback by default)."""
     with socket.socket() as s:
         s.settimeout(timeout_s)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0

@@ -48,6 +48,7 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cryptovol.devtools.broker import KAFKA_VERSION, BrokerError, BrokerSettings, LocalBroker
 from cryptovol.devtools.net import free_port
 
 COINBASE_HOST = ("advanced-trade-ws.coinbase.com", 443)
@@ -239,13 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         if bootstrap:
             say(f"using the Kafka broker at {bootstrap}")
         else:
-            from cryptovol.devtools.broker import KAFKA_VERSION, LocalBroker
             from cryptovol.runtime.kafka import ensure_topics
-            from cryptovol.runtime.settings import ServiceSettings
 
-            settings = ServiceSettings(service_name="stack")
+            settings = BrokerSettings(service_name="stack")
             started = time.monotonic()
-            broker = LocalBroker(port=settings.kafka_port).start()
+            broker = LocalBroker.from_settings(settings).start()
             bootstrap = broker.bootstrap
             ensure_topics(settings.model_copy(update={"kafka_bootstrap_servers": bootstrap}),
                           [settings.topic_raw, settings.topic_features, settings.topic_predictions])
@@ -271,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
 
         _print_urls(specs, bootstrap, say)
         return _status_loop(processes, specs, printer, stop, args)
+    except BrokerError as exc:
+        say(f"cryptovol-stack: {exc}")
+        return 2
     finally:
         for process in reversed(processes):
             process.stop()
