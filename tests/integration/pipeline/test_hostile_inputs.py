@@ -21,16 +21,16 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from cryptovol.core.coinbase import format_exchange_timestamp
+from cryptovol.core.codec import encode_row, encode_tick
 from cryptovol.core.features import FeatureEngine
-from cryptovol.core.schemas import RawTick, to_json_bytes
+from cryptovol.core.ticks import Tick
+from cryptovol.core.timestamps import format_exchange
 from cryptovol.devtools.fake_exchange import Faults, load_feed
 from cryptovol.devtools.ledger import LedgerReport
 from cryptovol.devtools.ledger.topics import end_offsets, read_topic
@@ -114,15 +114,15 @@ def exchange_inputs(stamp: str) -> list[Hostile]:
     ]
 
 
-def _raw(tick: RawTick, **changes: object) -> bytes:
-    doc = orjson.loads(to_json_bytes(tick)) | changes
+def _raw(tick: Tick, **changes: object) -> bytes:
+    doc = orjson.loads(encode_tick(tick)) | changes
     return orjson.dumps({k: v for k, v in doc.items() if v is not ...})
 
 
-def raw_inputs(tick: RawTick) -> list[Hostile]:
+def raw_inputs(tick: Tick) -> list[Hostile]:
     """Records on ticks.raw; ``tick`` is a good SOL-USD tick to distort."""
     rng = random.Random(12)
-    good = to_json_bytes(tick)
+    good = encode_tick(tick)
     rid = tick.record_id
     return [
         Hostile("garbage bytes", rng.randbytes(300), "invalid JSON"),
@@ -211,11 +211,11 @@ def live_feed() -> ProductFanOut:
     return ProductFanOut(load_feed([RECORDING]), LIVE)
 
 
-def relabelled(product: str) -> list[RawTick]:
+def relabelled(product: str) -> list[Tick]:
     out = []
     for t in read_ticks(open_recordings([RECORDING])):
         rid = product + t.record_id[len(t.product_id):]
-        out.append(t.model_copy(update={"product_id": product, "record_id": rid}))
+        out.append(t._replace(product_id=product, record_id=rid))
     return out
 
 
@@ -232,7 +232,7 @@ class HostileRun:
     ledger: LedgerReport
 
 
-def _produce_raw(pipeline: LocalPipeline, ticks: list[RawTick], hostile: list[Hostile],
+def _produce_raw(pipeline: LocalPipeline, ticks: list[Tick], hostile: list[Hostile],
                  every: int) -> dict[str, tuple[int, int]]:
     """Good ticks with one hostile record after every ``every`` of them, in one
     partition; returns where each hostile record landed."""
@@ -244,7 +244,7 @@ def _produce_raw(pipeline: LocalPipeline, ticks: list[RawTick], hostile: list[Ho
     try:
         queue = list(hostile)
         for i, tick in enumerate(ticks):
-            producer.send(topic, key=key, value=to_json_bytes(tick))
+            producer.send(topic, key=key, value=encode_tick(tick))
             if i % every == every - 1 and queue:
                 item = queue.pop(0)
                 futures[item.name] = producer.send(topic, key=key, value=item.value)
@@ -289,7 +289,7 @@ def _call_api(base: str) -> tuple[list[tuple[str, int, dict]], list[bool]]:
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
     feed = live_feed()
     at = [len(feed) * k // 12 for k in range(1, 11)]  # ten points along the feed
-    stamp = format_exchange_timestamp(feed[at[0] - 1].event_time + timedelta(microseconds=1))
+    stamp = format_exchange(feed[at[0] - 1].event_us + 1)
     exchange = exchange_inputs(stamp)
     inject: dict[int, list[bytes]] = {}
     for i, item in enumerate(exchange):
@@ -298,7 +298,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
     raw = raw_inputs(sol[100])
     ada = relabelled(ROW_PRODUCT)
     engine = FeatureEngine()
-    good_row = to_json_bytes(next(r for r in map(engine.update, ada) if r is not None))
+    good_row = next(encode_row(t, r) for t in ada if (r := engine.step(t)) is not None)
     rows = row_inputs(good_row)
     config = PipelineConfig(
         workdir=tmp_path_factory.mktemp("hostile"), repo=REPO, products=LIVE,
@@ -311,7 +311,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
         producer = make_producer(pipeline.settings())
         for tick in ada:  # ADA-USD's ticks: its rows are the neighbours of the hostile rows
             producer.send(pipeline.settings().topic_raw, key=ROW_PRODUCT.encode(),
-                          value=to_json_bytes(tick))
+                          value=encode_tick(tick))
         producer.flush(60)
         producer.close(10)
         rows_thread.start()

@@ -3,18 +3,19 @@ balances on a clean run and turns red, naming the record, on every kind of loss.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
+from cryptovol.core.codec import decode_tick, encode_record, encode_row, encode_tick
 from cryptovol.core.features import FeatureEngine
-from cryptovol.core.schemas import PredictionRecord, RawTick, to_json_bytes
+from cryptovol.core.schemas import PredictionRecord
+from cryptovol.core.ticks import Tick
+from cryptovol.core.timestamps import from_micros
 from cryptovol.devtools.ledger import Ledger, Record
 from cryptovol.devtools.ledger.report import as_json, as_text
 from cryptovol.runtime.recordings import open_recordings, read_ticks
-from cryptovol_featurizer.codec import parse_tick, row_json
 
 REPO = Path(__file__).resolve().parents[3]
 RECORDING = REPO / "data/coinbase-ticker/ticks_BTCUSD_20251201_164446_10min.ndjson.gz"
@@ -24,7 +25,7 @@ PARTITIONS = {"BTC-USD": 0, "ETH-USD": 1}
 
 class Run:
     """ticks.raw, ticks.features and predictions.log of an undisturbed pipeline
-    (the featurizer's own encoder), the consumer scoring every row, warm-up rows
+    (the stages' own codec), the consumer scoring every row, warm-up rows
     too (``PREDICT_WARMUP``), so the tests do not depend on how long the
     features' warm-up is; ``warm_predictions`` are those of the warm rows."""
 
@@ -34,7 +35,7 @@ class Run:
         for tick in base:  # two products, one partition each
             ticks.append(tick)
             rid = "ETH-USD" + tick.record_id[len("BTC-USD"):]
-            ticks.append(tick.model_copy(update={"product_id": "ETH-USD", "record_id": rid}))
+            ticks.append(tick._replace(product_id="ETH-USD", record_id=rid))
         self.raw: list[Record] = []
         self.features: list[Record] = []
         self.predictions: list[bytes] = []
@@ -46,16 +47,13 @@ class Run:
         engine = FeatureEngine()
         for tick in ticks:
             partition = PARTITIONS[tick.product_id]
-            self.raw.append(Record(partition, offsets[partition], to_json_bytes(tick),
+            self.raw.append(Record(partition, offsets[partition], encode_tick(tick),
                                    tick.product_id.encode()))
             offsets[partition] += 1
-            parsed = parse_tick(to_json_bytes(tick))
-            res = engine.step(parsed.product_id, parsed.record_id, parsed.event_us,
-                              parsed.price, parsed.best_bid, parsed.best_ask, parsed.bid_qty,
-                              parsed.ask_qty, parsed.receive_us)
+            res = engine.step(decode_tick(encode_tick(tick)))
             if res is None:
                 continue
-            value = row_json(parsed, res)
+            value = encode_row(tick, res)
             self.features.append(Record(partition, row_offsets[partition], value))
             row_offsets[partition] += 1
             self.predictions.append(self.prediction(tick))
@@ -63,10 +61,11 @@ class Run:
                 self.warm_predictions.append(self.predictions[-1])
 
     @staticmethod
-    def prediction(tick: RawTick, score: float = 0.25) -> bytes:
-        return to_json_bytes(PredictionRecord(
-            record_id=tick.record_id, product_id=tick.product_id, event_time=tick.event_time,
-            predicted_time=tick.receive_time + timedelta(milliseconds=40), score=score,
+    def prediction(tick: Tick, score: float = 0.25) -> bytes:
+        return encode_record(PredictionRecord(
+            record_id=tick.record_id, product_id=tick.product_id,
+            event_time=from_micros(tick.event_us),
+            predicted_time=from_micros(tick.receive_us + 40_000), score=score,
             spike=False, threshold=0.5, model_variant="ml", model_version="random_forest",
             api_latency_ms=3.0, e2e_latency_ms=40.0))
 
@@ -155,7 +154,7 @@ def test_copies_with_different_content_are_conflicts(run: Run):
     row = orjson.loads(run.features[-1].value)
     row["features"]["rv_60s"] = (row["features"]["rv_60s"] or 0) + 1e-12
     run.features.append(Record(0, 99_999, orjson.dumps(row)))
-    tick = RawTick.model_validate_json(run.raw[-2].value)
+    tick = decode_tick(run.raw[-2].value)
     run.predictions.append(Run.prediction(tick, score=0.75))
     run.predictions.append(Run.prediction(tick, score=0.75))
     report = run.ledger().report()
@@ -236,9 +235,8 @@ def test_warmup_rows_are_predicted_only_when_the_consumer_is_told_to(run: Run):
 
 
 def test_rows_and_predictions_for_unknown_ticks_are_problems(run: Run):
-    stranger = RawTick(record_id="DOGE-USD:1:0", product_id="DOGE-USD",
-                       event_time=datetime(2025, 1, 1, tzinfo=UTC),
-                       receive_time=datetime(2025, 1, 1, tzinfo=UTC), price=1.0)
+    stranger = Tick("DOGE-USD:1:0", "DOGE-USD", 1_735_689_600_000_000, 1_735_689_600_000_000,
+                    1.0)
     run.predictions.append(Run.prediction(stranger))
     report = run.ledger().report()
     assert report.problems["predictions_without_row"] == 1

@@ -4,7 +4,6 @@ window that mixed two products could not."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +30,7 @@ def base():
 
 
 def as_ticks(feed):
-    return [ticker_to_tick(t.raw, event_time=t.event_time, receive_time=t.event_time)
-            for t in feed]
+    return [ticker_to_tick(t.raw, event_us=t.event_us, receive_us=t.event_us) for t in feed]
 
 
 def test_names_are_real_usd_pairs_first_then_synthetic_and_all_distinct():
@@ -51,9 +49,9 @@ def test_prices_scale_exactly_and_product_zero_is_the_recording():
 
 
 def test_the_fan_out_is_in_time_order_with_every_tick_of_every_product(base):
-    feed = ProductFanOut(base, product_names(7), shift=timedelta(milliseconds=40))
+    feed = ProductFanOut(base, product_names(7), shift_us=40_000)
     assert len(feed) == 7 * len(base)
-    times = [t.event_time for t in feed]
+    times = [t.event_us for t in feed]
     assert times == sorted(times)
     by_product: dict[str, list] = {}
     for tick in feed:
@@ -61,8 +59,8 @@ def test_the_fan_out_is_in_time_order_with_every_tick_of_every_product(base):
     assert sorted(by_product) == sorted(product_names(7))
     assert by_product["BTC-USD"] == list(base)  # product 0 is untouched
     sol = by_product["SOL-USD"]  # product 2: +80 ms, prices x 4
-    assert [t.event_time - b.event_time for t, b in zip(sol, base, strict=True)] \
-        == [timedelta(milliseconds=80)] * len(base)
+    assert [t.event_us - b.event_us for t, b in zip(sol, base, strict=True)] \
+        == [80_000] * len(base)
     assert float(sol[0].raw["best_bid"]) == float(base[0].raw["best_bid"]) * 4
     assert sol[0].raw["best_bid_quantity"] == base[0].raw["best_bid_quantity"]
     assert feed[-1] == feed[len(feed) - 1] and len(feed[:3]) == 3
@@ -78,7 +76,7 @@ def test_every_product_has_the_recordings_features_bit_for_bit_unless_mixed(base
         got = frame[frame["product_id"] == name][list(FEATURE_NAMES)].to_numpy()
         assert np.array_equal(got, reference, equal_nan=True), name
     # the same ticks with two products' labels merged give other features
-    mixed = [t.model_copy(update={"product_id": "BTC-USD"}) if t.product_id == "ETH-USD" else t
+    mixed = [t._replace(product_id="BTC-USD") if t.product_id == "ETH-USD" else t
              for t in ticks]
     merged = features_frame(mixed)
     got = merged[merged["product_id"] == "BTC-USD"][list(FEATURE_NAMES)].to_numpy()

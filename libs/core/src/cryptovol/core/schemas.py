@@ -1,65 +1,27 @@
-"""Message contracts shared by every stage of the pipeline.
+"""Message contracts shared by every stage of the pipeline (pydantic models:
+validation, JSON Schema, documentation).
 
 Every record carries an explicit ``schema_version``, the exchange's event time,
 the local receive time, the product and a stable ``record_id`` so that
-at-least-once delivery can be de-duplicated downstream.
+at-least-once delivery can be de-duplicated downstream. Times on the wire are
+RFC 3339 in UTC with microseconds and ``Z``. Code passes values around, not
+these models: :class:`~cryptovol.core.ticks.Tick` for ticks; the encoders and
+decoders between the two are in :mod:`cryptovol.core.codec`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import ClassVar, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
+
+from cryptovol.core.ticks import implausible_event_time
+from cryptovol.core.timestamps import format_time, to_micros
 
 RAW_TICK_SCHEMA_VERSION = 1
 FEATURE_ROW_SCHEMA_VERSION = 1
 PREDICTION_SCHEMA_VERSION = 1
-
-#: No tick this pipeline reads is older: Coinbase's exchange opened in 2015.
-EARLIEST_EVENT_TIME = datetime(2015, 1, 1, tzinfo=UTC)
-#: How far the exchange's clock may run ahead of the receiving host's.
-MAX_CLOCK_AHEAD = timedelta(minutes=5)
-_EARLIEST_US = round(EARLIEST_EVENT_TIME.timestamp() * 1_000_000)
-_AHEAD_US = MAX_CLOCK_AHEAD // timedelta(microseconds=1)
-
-
-def implausible_event_time(event_us: int, receive_us: int) -> str | None:
-    """Why an exchange event time cannot be right, or None. A bogus time would
-    restart the product's windows twice (once on it, once on the next good tick)."""
-    if event_us < _EARLIEST_US:
-        return f"event_time is before {EARLIEST_EVENT_TIME:%Y-%m-%d}"
-    if event_us > receive_us + _AHEAD_US:
-        return (f"event_time is {(event_us - receive_us) / 1e6:.0f} s after receive_time "
-                f"(at most {MAX_CLOCK_AHEAD.total_seconds():.0f} s)")
-    return None
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def format_ts(dt: datetime) -> str:
-    """RFC 3339 in UTC with microseconds and a ``Z`` suffix."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def epoch_seconds(dt: datetime) -> float:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
-def tick_record_id(product_id: str, event_time: datetime, index: int = 0) -> str:
-    """Stable id of a tick: product, exchange event time in microseconds, and the
-    position of the ticker inside its exchange message (several tickers can share
-    one envelope timestamp)."""
-    micros = round(epoch_seconds(event_time) * 1_000_000)
-    return f"{product_id}:{micros}:{index}"
-
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -75,11 +37,12 @@ class _Record(BaseModel):
 
     @field_serializer("*", when_used="json")
     def _serialize_datetimes(self, value: object) -> object:
-        return format_ts(value) if isinstance(value, datetime) else value
+        return format_time(value) if isinstance(value, datetime) else value
 
 
 class RawTick(_Record):
-    """One ticker update from the exchange, normalised (topic ``ticks.raw``)."""
+    """One ticker update from the exchange, normalised (topic ``ticks.raw``); the
+    message of a :class:`~cryptovol.core.ticks.Tick`."""
 
     SCHEMA_VERSION: ClassVar[int] = RAW_TICK_SCHEMA_VERSION
     schema_version: int = RAW_TICK_SCHEMA_VERSION
@@ -102,8 +65,7 @@ class RawTick(_Record):
 
     @model_validator(mode="after")
     def _plausible_time(self) -> RawTick:
-        why = implausible_event_time(round(epoch_seconds(self.event_time) * 1_000_000),
-                                     round(epoch_seconds(self.receive_time) * 1_000_000))
+        why = implausible_event_time(to_micros(self.event_time), to_micros(self.receive_time))
         if why:
             raise ValueError(why)
         return self
@@ -138,9 +100,3 @@ class PredictionRecord(_Record):
     model_version: str
     api_latency_ms: float
     e2e_latency_ms: float
-
-
-def to_json_bytes(record: BaseModel | dict) -> bytes:
-    if isinstance(record, BaseModel):
-        return record.model_dump_json().encode()
-    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)

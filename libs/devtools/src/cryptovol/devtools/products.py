@@ -22,22 +22,19 @@ arrays, not ``N`` copies of it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from typing import Protocol, overload
 
 import numpy as np
-
-from cryptovol.core.features import to_micros
 
 
 class FeedTick(Protocol):
     """One tick of a feed: what :class:`cryptovol.devtools.fake_exchange.FeedTick` holds."""
 
     @property
-    def event_time(self) -> datetime: ...
+    def event_us(self) -> int: ...
     @property
     def raw(self) -> dict: ...
-    def __init__(self, event_time: datetime, raw: dict) -> None: ...
+    def __init__(self, event_us: int, raw: dict) -> None: ...
 
 #: Real Coinbase USD pairs (names only); runs with more products add synthetic ones.
 USD_PRODUCTS: tuple[str, ...] = (
@@ -80,11 +77,11 @@ class ProductFanOut(Sequence["FeedTick"]):
     products, merged in event-time order."""
 
     def __init__(self, base: Sequence[FeedTick], products: Sequence[str],
-                 shift: timedelta = timedelta(milliseconds=5)) -> None:
+                 shift_us: int = 5_000) -> None:
         self.base = base
         self.products = list(products)
-        self.shift_us = shift // timedelta(microseconds=1)
-        times = np.fromiter((to_micros(t.event_time) for t in base), np.int64, len(base))
+        self.shift_us = shift_us
+        times = np.fromiter((t.event_us for t in base), np.int64, len(base))
         k = np.arange(len(self.products), dtype=np.int64)
         merged = (times[None, :] + k[:, None] * self.shift_us).ravel()  # product-major
         self._order = np.argsort(merged, kind="stable")
@@ -115,5 +112,4 @@ class ProductFanOut(Sequence["FeedTick"]):
         for name in PRICE_FIELDS:
             if name in raw:
                 raw[name] = scale_price(raw[name], exponent)
-        event_time: datetime = tick.event_time + timedelta(microseconds=k * self.shift_us)
-        return type(tick)(event_time, raw)
+        return type(tick)(tick.event_us + k * self.shift_us, raw)

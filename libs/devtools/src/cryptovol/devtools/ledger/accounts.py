@@ -17,10 +17,11 @@ after de-duplication by ``record_id``:
 - **missing**: none of the above. Must be 0.
 
 What each stage should have produced is known independently: the ticks on
-``ticks.raw`` are run, in partition order, through :class:`FeatureEngine` (the
-same engine training uses), and every feature row is compared bit for bit
-(NaN-aware) with the reference row. Copies of a record (at-least-once
-delivery) must carry the same content as the first copy.
+``ticks.raw`` (read with the decoders the stages use, :mod:`cryptovol.core.codec`)
+are run, in partition order, through :class:`FeatureEngine` (the same engine
+training uses), and every feature row is compared bit for bit (NaN-aware) with
+the reference row. Copies of a record (at-least-once delivery) must carry the
+same content as the first copy.
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ import math
 import struct
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import orjson
 
-from cryptovol.core.features import FEATURE_NAMES, FeatureConfig, FeatureEngine, to_micros
+from cryptovol.core.codec import DecodeError, decode_row, decode_tick
+from cryptovol.core.features import FEATURE_NAMES, FeatureConfig, FeatureEngine
 from cryptovol.core.features.engine import MALFORMED
-from cryptovol.core.schemas import FeatureRow, RawTick
+from cryptovol.core.timestamps import parse_micros, to_micros
 from cryptovol.runtime.kafka import DEAD_LETTER_MAX_BYTES
 
 UNKNOWN_PRODUCT = "?"
@@ -66,12 +67,6 @@ def _row_digest(time_us: int, warmup: bool, values: tuple[float, ...] | list[flo
     """A digest of a feature row's content; NaN (or null) in one canonical form."""
     clean = [v if v == v else _NAN for v in values]
     return hash(_PACK.pack(time_us, warmup, *clean))
-
-
-def _micros(text: object) -> int:
-    if not isinstance(text, str):
-        raise ValueError(f"not a timestamp: {text!r}")
-    return to_micros(datetime.fromisoformat(text))
 
 
 class _Tick:
@@ -225,8 +220,8 @@ class Ledger:
     # -- ticks.raw -------------------------------------------------------------------------------
     def add_raw(self, record: Record) -> None:
         try:
-            tick = RawTick.model_validate(orjson.loads(record.value or b""))
-        except ValueError:  # invalid JSON or schema: the featurizer must dead-letter it
+            tick = decode_tick(record.value)
+        except DecodeError:  # the featurizer must dead-letter it
             product = (record.key or b"").decode(errors="replace") or UNKNOWN_PRODUCT
             if not self._skip(product):
                 self._bad_raw[(record.partition, record.offset)] = product
@@ -235,10 +230,10 @@ class Ledger:
         if self._skip(product):
             return
         account = self.accounts[product]
-        content = orjson.dumps([to_micros(tick.event_time), tick.price, tick.best_bid,
-                                tick.best_ask, tick.best_bid_quantity, tick.best_ask_quantity])
+        content = orjson.dumps([tick.event_us, tick.price, tick.best_bid, tick.best_ask,
+                                tick.best_bid_quantity, tick.best_ask_quantity])
         known = self.ticks.get(rid)
-        res = self.engine.step_tick(tick)
+        res = self.engine.step(tick)
         outcome = self.engine.last_outcome
         if known is not None:  # another copy (at least once): same content, no second row
             account.raw_duplicates += 1
@@ -248,7 +243,7 @@ class Ledger:
                 self._problem("raw_copy_accepted_twice", rid)
             return
         self._raw_content[rid] = content
-        state = _Tick(product, record.partition, record.offset, to_micros(tick.receive_time))
+        state = _Tick(product, record.partition, record.offset, tick.receive_us)
         state.raw_sent_ms = record.timestamp_ms
         self.ticks[rid] = state
         account.produced += 1
@@ -296,11 +291,9 @@ class Ledger:
 
     # -- ticks.features --------------------------------------------------------------------------
     def add_feature(self, record: Record) -> None:
-        try:  # what the consumer accepts: the schema, with features
-            row = FeatureRow.model_validate_json(record.value or b"")
-            if not row.features:
-                raise ValueError("no features")
-        except ValueError:  # the consumer must dead-letter it
+        try:  # what the consumer accepts
+            row = decode_row(record.value)
+        except DecodeError:  # the consumer must dead-letter it
             key = (record.key or b"").decode(errors="replace") or UNKNOWN_PRODUCT
             if not self._skip(key):  # its dead letter keeps the start of it
                 self._bad_rows[(record.value or b"")[:DEAD_LETTER_MAX_BYTES]] = (
@@ -353,7 +346,7 @@ class Ledger:
         try:
             doc = orjson.loads(value)
             rid = doc["record_id"]
-            predicted_us = _micros(doc["predicted_time"])
+            predicted_us = parse_micros(doc["predicted_time"])
             scored = (f'{doc["model_variant"]}/{doc["model_version"]}', float(doc["score"]))
         except (ValueError, KeyError, TypeError):
             self._problem("predictions_unreadable", f"{where}: {value[:80]!r}")

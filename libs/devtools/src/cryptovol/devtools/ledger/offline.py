@@ -12,10 +12,11 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-import orjson
-
-from cryptovol.core.features import FEATURE_NAMES, FeatureConfig, features_frame, to_micros
-from cryptovol.core.schemas import FeatureRow, RawTick
+from cryptovol.core.codec import DecodeError, decode_row, decode_tick
+from cryptovol.core.features import FEATURE_NAMES, FeatureConfig, features_frame
+from cryptovol.core.schemas import FeatureRow
+from cryptovol.core.ticks import Tick
+from cryptovol.core.timestamps import to_micros
 from cryptovol.devtools.ledger.topics import end_offsets, read_topic
 
 
@@ -44,12 +45,12 @@ def _same(a: float, b: float) -> bool:
 def compare_with_offline(bootstrap: str, topic_raw: str, topic_features: str,
                          config: FeatureConfig | None = None) -> dict[str, ProductComparison]:
     ends = end_offsets(bootstrap, [topic_raw, topic_features])
-    ticks: list[RawTick] = []
+    ticks: list[Tick] = []
     seen: set[str] = set()
     for record in read_topic(bootstrap, topic_raw, ends[topic_raw]):
         try:
-            tick = RawTick.model_validate(orjson.loads(record.value or b""))
-        except ValueError:
+            tick = decode_tick(record.value)
+        except DecodeError:
             continue
         if tick.record_id not in seen:
             seen.add(tick.record_id)
@@ -57,16 +58,16 @@ def compare_with_offline(bootstrap: str, topic_raw: str, topic_features: str,
     frame = features_frame(ticks, config)
     offline: dict[str, tuple[str, int, bool, tuple[float, ...]]] = {}
     columns = [frame[name].to_numpy() for name in FEATURE_NAMES]
-    times = frame["event_time"].tolist()
+    times = [to_micros(t.to_pydatetime()) for t in frame["event_time"]]
     for i, (rid, product, warmup) in enumerate(zip(frame["record_id"], frame["product_id"],
                                                    frame["warmup"], strict=True)):
-        offline[rid] = (product, to_micros(times[i]), bool(warmup),
+        offline[rid] = (product, times[i], bool(warmup),
                         tuple(float(c[i]) for c in columns))
     streamed: dict[str, FeatureRow] = {}
     for record in read_topic(bootstrap, topic_features, ends[topic_features]):
         try:
-            row = FeatureRow.model_validate_json(record.value or b"")
-        except ValueError:
+            row = decode_row(record.value)
+        except DecodeError:
             continue
         streamed.setdefault(row.record_id, row)
 
