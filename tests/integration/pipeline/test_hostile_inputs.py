@@ -166,10 +166,10 @@ def row_inputs(row: bytes) -> list[Hostile]:
         return orjson.dumps({k: v for k, v in (doc | changes).items() if v is not ...})
 
     return [
-        Hostile("garbage bytes", rng.randbytes(300), "invalid feature row"),
+        Hostile("garbage bytes", rng.randbytes(300), "invalid JSON"),
         Hostile("empty value", b"", "empty message"),
         Hostile("tombstone (no value)", None, "empty message"),
-        Hostile("truncated JSON", row[:50], "invalid feature row"),
+        Hostile("truncated JSON", row[:50], "invalid JSON"),
         Hostile("wrong schema_version", changed(schema_version=2), "invalid feature row"),
         Hostile("no features", changed(features=...), "invalid feature row"),
         Hostile("empty features", changed(features={}), "feature row has no features"),
@@ -179,7 +179,7 @@ def row_inputs(row: bytes) -> list[Hostile]:
         Hostile("no record_id", changed(record_id=...), "invalid feature row"),
         Hostile("event_time is garbage", changed(event_time="soon"), "invalid feature row"),
         Hostile("warmup is a word", changed(warmup="maybe"), "invalid feature row"),
-        Hostile("1 MB of garbage", rng.randbytes(MB - 4096), "invalid feature row"),
+        Hostile("1 MB of garbage", rng.randbytes(MB - 4096), "invalid JSON"),
     ]
 
 

@@ -21,7 +21,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -167,7 +166,7 @@ class PipelineConfig:
     max_ticks: int | None = None  # the exchange stops after this many
     partitions: int = 3
     featurizer_replicas: int = 1
-    product_shift: timedelta = timedelta(milliseconds=5)
+    product_shift_us: int = 5_000
     faults: Faults | None = None
     env: Mapping[str, str] = field(default_factory=dict)  # for every service
     service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # by name
@@ -250,7 +249,7 @@ class LocalPipeline:
             self.exchange = FakeExchangeThread(
                 files=files, speed=self.config.speed, loop=self.config.loop,
                 max_ticks=self.config.max_ticks,
-                products=len(self.products), product_shift=self.config.product_shift,
+                products=len(self.products), product_shift_us=self.config.product_shift_us,
                 faults=self.config.faults)
             self.exchange.start()
             self._define_services()
