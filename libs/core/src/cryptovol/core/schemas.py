@@ -22,6 +22,7 @@ from cryptovol.core.timestamps import format_time, to_micros
 RAW_TICK_SCHEMA_VERSION = 1
 FEATURE_ROW_SCHEMA_VERSION = 1
 PREDICTION_SCHEMA_VERSION = 1
+LABELLED_SCHEMA_VERSION = 1
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -84,6 +85,17 @@ class FeatureRow(_Record):
     features: dict[str, float | None]
 
 
+class ShadowScore(_Record):
+    """A challenger's score of the same row (``MODEL_SHADOW``): recorded and graded,
+    never the answer."""
+
+    model_variant: Literal["ml", "baseline"]
+    model_version: str
+    score: float
+    spike: bool
+    threshold: float
+
+
 class PredictionRecord(_Record):
     """A scored feature row (topic ``predictions.log``)."""
 
@@ -100,3 +112,38 @@ class PredictionRecord(_Record):
     model_version: str
     api_latency_ms: float
     e2e_latency_ms: float
+    shadows: list[ShadowScore] = Field(
+        default_factory=list, description="challengers scored on the same row (MODEL_SHADOW)")
+
+
+class GradedScore(_Record):
+    """One scorer's score of a labelled row."""
+
+    role: Literal["served", "shadow", "reference"] = Field(
+        description="served: the API's answer; shadow: a challenger; reference: persistence")
+    model_variant: str = Field(description="ml, baseline, or reference (persistence)")
+    model_version: str
+    score: float
+    threshold: float
+    flagged: bool = Field(description="score >= threshold")
+
+
+class LabelledPrediction(_Record):
+    """A prediction with its realized label (topic ``predictions.labelled``): one
+    record per prediction, labelled or, with the reason, not."""
+
+    schema_version: int = LABELLED_SCHEMA_VERSION
+    record_id: str
+    product_id: str
+    event_time: datetime = Field(description="the row's time (the label's t)")
+    predicted_time: datetime
+    graded_time: datetime
+    has_label: bool
+    reason: str = Field(
+        "", description="why there is no label: cut, no_history, no_past, no_tick")
+    spike: bool | None = Field(None, description="the realized label: RV_fwd >= tau")
+    rv_fwd: float | None = None
+    tau: float | None = None
+    rv_past: float | None = None
+    scores: list[GradedScore] = Field(
+        default_factory=list, description="served model, shadows, persistence (same row)")
