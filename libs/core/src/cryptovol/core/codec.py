@@ -137,7 +137,9 @@ def tick_of(message: RawTick) -> Tick:
     )
 
 
-_FEATURE_KEYS = tuple(orjson.dumps(name) + b":" for name in FEATURE_NAMES)
+# the features object with a slot for each value, in FEATURE_NAMES order
+_ROW_TEMPLATE = b'%s,"features":{' + b",".join(
+    orjson.dumps(name) + b":%s" for name in FEATURE_NAMES) + b"}}"
 
 
 def encode_row(tick: Tick, result: StepResult) -> bytes:
@@ -147,7 +149,7 @@ def encode_row(tick: Tick, result: StepResult) -> bytes:
 
     Byte for byte what ``orjson.dumps`` writes for the message as a dict, built
     faster: the features are serialized as one list of floats (which never
-    contain a comma) and their names put in front of each value."""
+    contain a comma) and dropped into a template that holds their names."""
     head = orjson.dumps({
         "schema_version": FEATURE_ROW_SCHEMA_VERSION,
         "record_id": tick.record_id,
@@ -157,8 +159,7 @@ def encode_row(tick: Tick, result: StepResult) -> bytes:
         "warmup": result.warmup,
     })
     values = orjson.dumps(result.values)[1:-1].split(b",")  # orjson writes NaN as null
-    features = b",".join([key + value for key, value in zip(_FEATURE_KEYS, values, strict=True)])
-    return b"%s,\"features\":{%s}}" % (head[:-1], features)
+    return _ROW_TEMPLATE % (head[:-1], *values)
 
 
 def decode_row(raw: bytes | str | None) -> FeatureRow:
