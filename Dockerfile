@@ -13,7 +13,6 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 # ---- wheels: the service and every libs/* distribution, with pinned dependencies ---
 FROM ${PYTHON_IMAGE} AS wheels
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 ARG SERVICE
 ARG PACKAGE_DIR=services/${SERVICE}
@@ -25,7 +24,13 @@ COPY libs/ ./libs/
 COPY ${PACKAGE_DIR}/ ./package/
 # The local distributions are given by path, so a same-named project on the index can
 # never stand in for them; the wheelhouse holds everything the install below may use.
-RUN pip wheel --no-deps --wheel-dir /service ./package \
+# A package that is itself one of libs/ (libs/devtools) is built once, as the package; a
+# folder of libs/ without a pyproject.toml (left over in an old clone) is no distribution.
+# pip's download cache is a build cache mount: shared by every service's build, never in a layer
+RUN --mount=type=cache,target=/root/.cache/pip \
+    rm -rf "./${PACKAGE_DIR}" \
+    && for lib in ./libs/*/; do [ -f "${lib}pyproject.toml" ] || rm -rf "$lib"; done \
+    && pip wheel --no-deps --wheel-dir /service ./package \
     && pip wheel --wheel-dir /wheels --constraint constraints.txt \
         ./libs/*/ /service/*.whl "dumb-init==${DUMB_INIT_VERSION}"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the service images from the repository's one Dockerfile:
 #   tools/build-images.sh [SERVICE...]      (default: every service of charts/cryptovol/values.yaml)
-#   tools/build-images.sh --base            only make sure the Python base image exists
+#   tools/build-images.sh --base            only make sure the Python base image exists, and
+#                                           print its name (the choice is logged on stderr)
 # Builder: docker when a Docker engine answers, else podman (tools/podman.sh). Each image is
 # tagged <repository>:<version> (podman: localhost/<repository>:<version>).
 # Base image: the Dockerfile's official PYTHON_IMAGE when it can be pulled; where no
@@ -76,7 +77,7 @@ python_base() {
 }
 
 python_base
-[ "${1:-}" = --base ] && exit 0
+if [ "${1:-}" = --base ]; then echo "$PYTHON_IMAGE"; exit 0; fi
 [ -x "$PY" ] || die "$PY not found: run 'make install' first"
 
 wanted=" $* "

@@ -10,8 +10,8 @@ service="${repository##*/}"
 service="${service#cryptovol-}"
 read -r _ version _ target < <("$repo/.venv/bin/python" "$repo/tools/services.py" | awk -v s="$service" '$1 == s')
 [ -n "${target:-}" ] || { echo "skaffold-build: $service is not a service of the chart" >&2; exit 1; }
-base="$(bash "$repo/tools/build-images.sh" --base 2>&1 | sed -n 's/.*using the stand-in \([^ ]*\) .*/\1/p')"
-"$repo/tools/podman.sh" build --network host ${base:+--build-arg "PYTHON_IMAGE=$base"} \
+base="$(bash "$repo/tools/build-images.sh" --base)"
+"$repo/tools/podman.sh" build --network host --build-arg "PYTHON_IMAGE=$base" \
     --build-arg "SERVICE=$service" --build-arg "VERSION=$version" --target "$target" \
     -t "localhost/${IMAGE#localhost/}" "$repo"
 "$repo/k8s/bare/cluster.sh" load "localhost/${IMAGE#localhost/}"

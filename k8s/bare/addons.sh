@@ -2,7 +2,8 @@
 # What `make cluster-up` installs around the chart, on the bare cluster (run by cluster.sh up):
 # the namespaces of k8s/namespaces.yaml, the Strimzi and prometheus-operator CRDs (applied
 # server-side, so the real apiserver validates the chart's custom resources), CoreDNS,
-# Kafka (k8s/bare/addons/kafka.yaml) and monitoring (k8s/bare/monitoring.py). Waits until
+# NetworkPolicy enforcement when BARE_NETPOL=1 (kube-network-policies, k8s/bare/netpol.py), Kafka
+# (k8s/bare/addons/kafka.yaml) and monitoring (k8s/bare/monitoring.py). Waits until
 # each is ready; on a timeout prints the pods' events and logs.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -47,14 +48,23 @@ bash "$repo/tools/install-crds.sh"
 "$K" wait --for=condition=Established --timeout=60s crd --all >/dev/null
 log "CRDs established: $("$K" get crd -o name | wc -l)"
 
+module_dir() { # MODULE@VERSION: its source folder in the Go module cache
+    (cd "$(mktemp -d)" && go mod download -json "$1" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
+}
 render "$here/addons/coredns.yaml" | "$K" apply -f - >/dev/null
+# opt-in: kube-network-policies needs nftables' queue expression (nft_queue), which not
+# every kernel has (docs/deploy.md); without it the bridge CNI accepts policies unenforced
+if [ -n "${BARE_NETPOL:-}" ]; then
+    "$PY" "$here/netpol.py" "$(module_dir "sigs.k8s.io/kube-network-policies@$KUBE_NETWORK_POLICIES_VERSION")" \
+        | "$K" apply -f - >/dev/null
+fi
 render "$here/addons/kafka.yaml" | "$K" apply -n cryptovol -f - >/dev/null
-module="$(cd "$(mktemp -d)" && go mod download -json \
-    "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
-    | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')"
-"$PY" "$here/monitoring.py" "$module" | "$K" apply -f - >/dev/null
+"$PY" "$here/monitoring.py" \
+    "$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")" \
+    | "$K" apply -f - >/dev/null
 
 rollout kube-system deployment/coredns
+if [ -n "${BARE_NETPOL:-}" ]; then rollout kube-system daemonset/kube-network-policies; fi
 rollout cryptovol deployment/kafka
 rollout monitoring deployment/prometheus-operator
 # the operator creates the StatefulSet of the Prometheus custom resource

@@ -4,6 +4,8 @@
 #   k8s/bare/cluster.sh down        stop everything, leave nothing behind
 #   k8s/bare/cluster.sh status      what runs, and the kubeconfig to use
 #   k8s/bare/cluster.sh load IMAGE...   copy images from podman/docker into the node
+# BARE_NETPOL=1 up also enforces NetworkPolicies (kube-network-policies; needs a kernel with
+# nftables' queue expression).
 # The node (etcd, control plane, containerd, kubelet, kube-proxy and every pod) runs in
 # network, mount and PID namespaces of its own: no uplink and no default route, so nothing
 # in it can leave the machine; the host's sysctls, routes and firewall stay untouched. The
@@ -182,7 +184,8 @@ up() {
     fi
     [ -e "$STATE" ] && { log "cleaning up a stopped cluster's state"; down; }
     local start=$SECONDS
-    "$here/build.sh" kubernetes etcd coredns prometheus-operator prometheus
+    "$here/build.sh" kubernetes etcd coredns prometheus-operator prometheus \
+        ${BARE_NETPOL:+kube-network-policies}
     mkdir -p "$STATE"
     "$here/images.sh" > "$STATE/image-archives"
     write_state

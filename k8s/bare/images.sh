@@ -2,7 +2,8 @@
 # The bare cluster's own images, built locally (no registry is reachable) and saved as OCI
 # archives that node.sh imports into containerd at start:
 #   k8s/bare/images.sh           build what is missing, print the archives' paths
-# pause, CoreDNS, prometheus-operator, prometheus-config-reloader and Prometheus are single
+# pause, CoreDNS, prometheus-operator, prometheus-config-reloader, Prometheus and
+# kube-network-policies are single
 # static binaries (k8s/bare/build.sh) in an otherwise empty image; Kafka is Debian's Java 17
 # plus the broker jars the project fetches from Maven Central. Archives are cached per version
 # in $CRYPTOVOL_CACHE/bare/images/.
@@ -66,4 +67,7 @@ static "localhost/cryptovol/coredns:$COREDNS_VERSION" "$(bin coredns)/coredns"
 static "localhost/cryptovol/prometheus-operator:$PROMETHEUS_OPERATOR_VERSION" "$(bin prometheus-operator)/operator"
 static "localhost/cryptovol/prometheus-config-reloader:$PROMETHEUS_OPERATOR_VERSION" "$(bin prometheus-operator)/prometheus-config-reloader"
 static "localhost/cryptovol/prometheus:$PROMETHEUS_VERSION" "$(bin prometheus)/prometheus"
+if [ -n "${BARE_NETPOL:-}" ]; then
+    static "localhost/cryptovol/kube-network-policies:$KUBE_NETWORK_POLICIES_VERSION" "$(bin kube-network-policies)/netpol"
+fi
 kafka

@@ -241,7 +241,7 @@ def test_skaffold_port_forwards_and_profiles() -> None:
     assert services["cryptovol-api"]["spec"]["ports"][0]["port"] == 8000
     assert services["cryptovol-mlflow"]["spec"]["ports"][0]["port"] == 5000
     profiles = {p["name"]: p for p in config["profiles"]}
-    assert set(profiles) == {"kind", "minikube", "bare", "baseline"}
+    assert set(profiles) == {"kind", "minikube", "bare", "fake-exchange", "baseline"}
     assert profiles["kind"]["activation"] == [{"kubeContext": "kind-cryptovol"}]
     # the baseline profile's patch lands on the release's setValues
     (patch,) = profiles["baseline"]["patches"]

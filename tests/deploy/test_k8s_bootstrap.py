@@ -360,3 +360,24 @@ def test_bare_leftover_check_names_what_down_left() -> None:
         assert any(item.startswith(expected) for item in found), (expected, found)
     # counters are not changes
     assert hoststate._rules(":INPUT ACCEPT [12:345]") == hoststate._rules(":INPUT ACCEPT [0:0]")
+
+
+def test_bare_network_policy_enforcement_is_kube_network_policies_own_install() -> None:
+    import netpol
+
+    version = _versions()["KUBE_NETWORK_POLICIES_VERSION"]
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"sigs.k8s.io/kube-network-policies@{version}"],
+        capture_output=True, text=True, check=True, timeout=300, cwd="/tmp")
+    docs = netpol.manifests(Path(json.loads(out.stdout)["Dir"]), version)
+    kinds = {d["kind"] for d in docs}
+    assert {"ClusterRole", "ClusterRoleBinding", "ServiceAccount", "DaemonSet"} <= kinds
+    (daemonset,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    spec = daemonset["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True
+    (container,) = spec["containers"]
+    assert container["image"] == f"localhost/cryptovol/kube-network-policies:{version}"
+    # the image's entrypoint is the binary; containerd 1.6 has no NRI socket to mount
+    assert not container["args"][0].startswith("/") and "--disable-nri" in container["args"]
+    assert all("nri" not in v["name"] for v in spec["volumes"])
+    assert all("nri" not in m["name"] for m in container["volumeMounts"])

@@ -88,6 +88,16 @@ print(json.dumps({"uid": int(status["Uid"].split()[1]), "cap_eff": int(status["C
                   "root_writable": os.access("/", os.W_OK)}))
 """
 
+# runs in a pod: can it open a TCP connection to the API?
+CONNECT_PROBE = """
+import socket
+try:
+    socket.create_connection(("{host}", {port}), timeout=3).close()
+    print("connected")
+except OSError as exc:
+    print("refused:", exc)
+"""
+
 # runs in the consumer pod: the end offsets of predictions.log, from the broker
 PREDICTIONS_OFFSETS = """
 import os
@@ -108,6 +118,8 @@ class E2E:
                          "back_to_ml": False},
             "helm_test": False,
             "security": {"non_root": False, "read_only_root": False, "no_capabilities": False},
+            "network_policies": {"consumer_to_api": False, "ingest_to_api_denied": False,
+                                 "stranger_to_api_denied": False, "enforced": False},
             "prometheus": {"targets_up": 0, "targets_total": 0, "rules_loaded": 0,
                            "recording_series": 0, "alert_fired_and_cleared": False},
             "timings_s": {},
@@ -139,9 +151,7 @@ class E2E:
 
     def images(self) -> None:
         run([str(REPO_ROOT / "tools" / "build-images.sh")], timeout=3600)
-        ingest = next(s for s in self.services if s.name == "ingest")
-        # the fake exchange ships with ingest today; E2E_EXCHANGE_BASE names another image
-        base = os.environ.get("E2E_EXCHANGE_BASE", self.local_image(ingest.image))
+        base = os.environ.get("E2E_EXCHANGE_BASE") or self.exchange_base()
         run([*builder(), "build", "--build-arg", f"BASE_IMAGE={base}", "-f",
              str(REPO_ROOT / "tests" / "e2e" / "exchange.Containerfile"),
              "-t", self.exchange_image(), str(REPO_ROOT / "data" / "coinbase-ticker")],
@@ -155,6 +165,21 @@ class E2E:
                      self.provider.removeprefix("kind-")], timeout=600)
         else:
             log(f"context {self.provider}: images must be reachable by its nodes")
+
+    def exchange_base(self) -> str:
+        """An image with `cryptovol-fake-exchange`: the developer tooling's own image where
+        the tooling is a distribution of libs/, else the ingest image that ships it."""
+        ingest = next(s for s in self.services if s.name == "ingest")
+        if not (REPO_ROOT / "libs" / "devtools" / "pyproject.toml").is_file():
+            return self.local_image(ingest.image)
+        image = self.local_image(f"cryptovol-devtools:{ingest.version}")
+        python = subprocess.run([str(REPO_ROOT / "tools" / "build-images.sh"), "--base"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        run([*builder(), "build", "--network", "host", "--build-arg", f"PYTHON_IMAGE={python}",
+             "--build-arg", "SERVICE=devtools", "--build-arg", "PACKAGE_DIR=libs/devtools",
+             "--build-arg", "COMMAND=cryptovol-fake-exchange", "--target", "service",
+             "-t", image, str(REPO_ROOT)], timeout=1800)
+        return image
 
     def local_image(self, image: str) -> str:
         return f"localhost/{image}" if builder()[0] != "docker" else image
@@ -320,6 +345,42 @@ class E2E:
             },
         }
 
+    def network_policies(self) -> None:
+        """Enforced, not only rendered: a connection the table allows goes through, one it
+        does not (ingest to the API; a pod outside the release to the API) is dropped."""
+        result = self.report["network_policies"]
+        api = f"{RELEASE}-api"
+
+        def connects(target: str) -> bool:
+            out = self.kube.kubectl("exec", target, "--", "python", "-c", CONNECT_PROBE.format(
+                host=api, port=8000)).strip()
+            # anything but the probe's own verdict (no pod, no python) fails the step
+            if out != "connected" and not out.startswith("refused:"):
+                raise StepFailed(f"connection probe in {target}: {out!r}")
+            return out == "connected"
+        result["consumer_to_api"] = connects(f"deployment/{RELEASE}-consumer")
+        result["ingest_to_api_denied"] = not connects(f"deployment/{RELEASE}-ingest")
+        result["stranger_to_api_denied"] = not connects(f"deployment/{EXCHANGE}")
+        result["enforced"] = result["ingest_to_api_denied"] and result["stranger_to_api_denied"]
+        log(f"network policies: {result}")
+        if not result["consumer_to_api"]:
+            raise StepFailed(f"an edge of the values' table is blocked: {result}")
+        if result["enforced"]:
+            return
+        if self.enforcer_expected():
+            raise StepFailed(f"NetworkPolicies not enforced as the values' table says: {result}")
+        log("NetworkPolicies accepted but not enforced: the bare cluster's bridge CNI ignores "
+            "them (BARE_NETPOL=1 adds kube-network-policies where the kernel has nft_queue)")
+
+    def enforcer_expected(self) -> bool:
+        """kind (kindnet) and minikube (Calico) enforce; the bare cluster only with
+        kube-network-policies installed."""
+        if self.provider != "bare":
+            return True
+        return bool(self.kube.kubectl("get", "daemonset", "kube-network-policies",
+                                      "--ignore-not-found", "-o", "name",
+                                      namespace="kube-system").strip())
+
     def helm_test(self) -> None:
         out = self.kube.helm("test", RELEASE, "--logs", "--timeout", "180s")
         log(out.strip().splitlines()[-1] if out.strip() else "helm test: no output")
@@ -373,6 +434,8 @@ class E2E:
         if ok:
             self.step("data_flow", self.data_flow)
             self.step("port_forward_predict", self.port_forward)
+            # before the exchange is stopped: its pod is the one from outside the release
+            self.step("network_policies", self.network_policies)
             monitored = self.step("prometheus", self.monitoring)
             if monitored:
                 self.step("induce_alert", self.induce_alert)

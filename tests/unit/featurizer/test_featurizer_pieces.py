@@ -91,4 +91,5 @@ def test_settings_carry_the_feature_rules(monkeypatch: pytest.MonkeyPatch) -> No
     settings = FeaturizerSettings()
     assert settings.feature_config().gap_s == 20.0 and settings.emit_interval_ms == 250
     assert settings.metrics_port == 9102
-    assert math.isclose(settings.feature_config().rebuild_lookback_s, 300 + 40 + 1)
+    # the 30-minute context of RV_60 values (each reading 60 s), two gaps, the grace
+    assert math.isclose(settings.feature_config().rebuild_lookback_s, 1800 + 60 + 40 + 1)

@@ -57,7 +57,7 @@ def test_features_at_t_use_no_tick_after_t() -> None:
 def test_eval_rows_are_labelled_past_warmup_and_train_rows_agree(small_dir: Path) -> None:
     ds = build_dataset([small_dir], SHORT, progress=False)
     ev, tr = ds.eval_rows, ds.train_rows
-    assert len(ev) > 1000 and len(tr) > len(ev)
+    assert len(ev) > 500 and len(tr) > len(ev)  # past warm-up: after 29 min of context
     assert not ev["warmup"].any() and ev["has_label"].all()
     assert ev["ts"].is_monotonic_increasing and tr["ts"].is_monotonic_increasing
     assert set(ev["record_id"]) <= set(tr["record_id"])

@@ -57,13 +57,16 @@ def test_tick_older_than_the_grace_is_late() -> None:
 def test_gap_starts_a_new_segment_and_warm_up_again() -> None:
     engine = FeatureEngine(FeatureConfig(gap_s=10.0))
     t = T0
-    for k in range(40):  # 390 s, ticks 10 s apart: exactly the gap limit, no gap
+    for k in range(190):  # 1890 s, ticks 10 s apart: exactly the gap limit, no gap
         res, _ = feed(engine, t, f"a{k}")
         t += 10 * S
-    assert res is not None and not res.warmup and res.segment == 0
+    assert res is not None and res.segment == 0
+    assert res.warmup  # 300 s window full, but the 30-minute context holds 180 values < 300
     res, outcome = feed(engine, t - 10 * S + 10 * S + 1, "gap")
     assert outcome == GAP and res is not None and res.warmup and res.segment == 1
-    assert dict(zip(FEATURE_NAMES, res.values, strict=True))["n_300s"] == 1.0
+    values = dict(zip(FEATURE_NAMES, res.values, strict=True))
+    assert values["n_300s"] == 1.0
+    assert values["rv60_count_30m"] == 179.0  # the context spans the gap (t = 110 .. 1890 s)
 
 
 def test_backwards_clock_jump_resets_but_a_redelivered_old_tick_does_not() -> None:
@@ -150,5 +153,5 @@ def test_a_short_read_back_would_not_be_identical() -> None:
     full = _rows_from(ticks, 0)
     short = _rows_from(ticks, c - 120)  # 60 s back
     assert not _same(full[c], short[c])
-    ok = _rows_from(ticks, c - 2 * round(FeatureConfig().rebuild_lookback_s))
+    ok = _rows_from(ticks, max(0, c - 2 * round(FeatureConfig().rebuild_lookback_s)))
     assert _same(full[c], ok[c])

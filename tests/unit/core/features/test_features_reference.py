@@ -7,7 +7,7 @@ from features_reference import reference_rows
 from features_testkit import T0, assert_matches_reference, run_engine, tick, tick_streams
 from hypothesis import HealthCheck, given, settings
 
-from cryptovol.core.features import FEATURE_NAMES, FeatureConfig, FeatureEngine
+from cryptovol.core.features import CONTEXT_FEATURES, FEATURE_NAMES, FeatureConfig, FeatureEngine
 from cryptovol.core.ticks import Tick
 
 # long generated streams are the point here
@@ -15,11 +15,12 @@ PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=list(H
 
 
 def test_feature_names_are_stable_and_unique() -> None:
-    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES) == 27
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES) == 37
     for w in (30, 60, 300):
         for name in ("rv", "bpv", "logret", "parkinson", "n", "spread_bps", "imbalance"):
             assert f"{name}_{w}s" in FEATURE_NAMES
-    assert FEATURE_NAMES[-3:] == ("ret_mean", "ret_std", "n")
+    assert FEATURE_NAMES[24:27] == ("ret_mean", "ret_std", "n")  # the positions models saw
+    assert FEATURE_NAMES[27:] == CONTEXT_FEATURES
 
 
 @PROPERTY

@@ -48,6 +48,8 @@ def check_long_run(n: int, spacing_us: int, checkpoints: set[int]) -> None:
         want = _features([(tk, tk.event_us) for tk in
                           (_tick(j, prices[j], spacing_us) for j in range(lo, k + 1))])
         for name, value in zip(FEATURE_NAMES, res.values, strict=True):
+            if name not in want:
+                continue  # the 30-minute context: tests/unit/features/test_features_context.py
             if name in ("n", "n_300s", "n_60s", "n_30s") or math.isnan(want[name]):
                 continue  # counts of a tail start differ only when the tail is the segment
             assert math.isclose(value, want[name], rel_tol=1e-12, abs_tol=1e-18), (k, name)

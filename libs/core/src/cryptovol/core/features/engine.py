@@ -6,7 +6,10 @@ with exact integer prefix sums (see :mod:`cryptovol.core.features.exact`) of eve
 summed quantity. A window is a start index that only moves forward, so a
 window sum is one subtraction of two prefix entries; minima and maxima come
 from monotonic deques. The lists are compacted in chunks, so memory stays
-bounded by the longest window.
+bounded by the longest window. Beside the segment, each product keeps the
+30-minute context of its RV_60 values (:mod:`cryptovol.core.features.context`),
+which spans gaps as the label's ``tau`` does; a row is warm-up until both the
+300 s window is full and the context is warm.
 
 Tick acceptance (deterministic, in arrival order per product):
 
@@ -27,8 +30,15 @@ from itertools import islice
 from typing import NamedTuple
 
 from cryptovol.core.features.config import FeatureConfig
+from cryptovol.core.features.context import LOGSTD_FLOOR, RV_FLOOR, RvContext
 from cryptovol.core.features.exact import INV_SCALE, INV_SCALE2, SCALE
-from cryptovol.core.features.names import FEATURE_NAMES, LONGEST_WINDOW_S, RET_WINDOW_S, WINDOWS_S
+from cryptovol.core.features.names import (
+    FEATURE_NAMES,
+    INDEX,
+    LONGEST_WINDOW_S,
+    RET_WINDOW_S,
+    WINDOWS_S,
+)
 from cryptovol.core.ticks import Tick
 from cryptovol.core.timestamps import from_micros
 
@@ -40,6 +50,12 @@ _PARKINSON = 1.0 / (2.0 * math.sqrt(math.log(2.0)))
 _W_LONG = _W_US[-1]
 _RATIO_30 = math.sqrt(300 / 30)
 _RATIO_60 = math.sqrt(300 / 60)
+_SQRT2 = math.sqrt(2.0)
+_SQRT5 = math.sqrt(5.0)
+_RET_US = RET_WINDOW_S * 1_000_000
+# positions of the features written by name below (the per-window block is 7 x 3)
+(_VR30, _VR60, _DT, _RMEAN, _RSTD, _N, _Q90, _LMEAN, _LSTD, _CNT, _REL30, _REL60, _REL300,
+ _Z60, _QEX, _PERS) = (INDEX[k] for k in FEATURE_NAMES[21:])
 _N_FEATURES = len(FEATURE_NAMES)
 _INF = math.inf
 _log = math.log
@@ -96,7 +112,7 @@ class _Product:
         self.last_received = 0
         self.n = 0  # segment index of the next tick
         self.base = 0  # segment index of element 0 of the per-tick lists
-        self.prev_q = 0  # to_fixed(|r|) of the previous tick (0 if none)
+        self.prev_q = 0  # |r| of the previous tick at scale 2**S (0 if none)
         self.times: list[int] = []
         self.prices: list[float] = []
         self.ids: dict[str, None] = {}  # record ids of the listed ticks, in order
@@ -152,6 +168,7 @@ class FeatureEngine:
         self._grace = self.config.grace_us
         self._jump = self.config.jump_us
         self._products: dict[str, _Product] = {}
+        self._contexts: dict[str, RvContext] = {}  # span gaps; cleared by a clock jump
         self._segments: dict[str, int] = {}
         self.last_outcome: str = OK
 
@@ -170,16 +187,26 @@ class FeatureEngine:
             "last_event_time": from_micros(st.last),
             "ticks_in_segment": st.n,
             "ticks_buffered": len(st.times),
-            "warm": st.last - st.seg_start >= _W_US[-1],
+            "warm": st.last - st.seg_start >= _W_US[-1]
+            and self._context(product_id).warm(st.last),
+            "context_values": len(self._context(product_id)),
         }
+
+    def _context(self, product_id: str) -> RvContext:
+        ctx = self._contexts.get(product_id)
+        if ctx is None:
+            ctx = self._contexts[product_id] = RvContext()
+        return ctx
 
     def reset(self, product_id: str | None = None) -> None:
         """Forget one product's windows (or every product's); its next tick
         starts a new segment."""
         if product_id is None:
             self._products.clear()
+            self._contexts.clear()
         else:
             self._products.pop(product_id, None)
+            self._contexts.pop(product_id, None)
 
     # -- updates ----------------------------------------------------------------
     def _new_segment(self, product_id: str) -> _Product:
@@ -208,6 +235,7 @@ class FeatureEngine:
                 if t < last - self._jump and received is not None \
                         and received >= st.last_received:
                     st = self._new_segment(product_id)
+                    self._contexts.pop(product_id, None)  # it holds the future now
                     outcome = JUMP
                 else:
                     self.last_outcome = DUPLICATE if record_id in st.ids else LATE
@@ -313,21 +341,49 @@ class FeatureEngine:
                 out[18 + k] = float(im_n - c_im[j]) * INV_SCALE / ni
             if k == _RET_K:
                 n_ret = n if s else n - 1  # the segment's first tick has no return
-                out[26] = float(n_ret)
+                out[_N] = float(n_ret)
                 if n_ret:
                     sr = r_n - c_r[j]
-                    out[24] = float(sr) * INV_SCALE / n_ret
+                    out[_RMEAN] = float(sr) * INV_SCALE / n_ret
                     if n_ret > 1:
                         num = n_ret * rr - sr * sr
-                        out[25] = _sqrt(float(num) / (n_ret * (n_ret - 1)) * INV_SCALE2)
-        rv_long = out[2]
+                        out[_RSTD] = _sqrt(float(num) / (n_ret * (n_ret - 1)) * INV_SCALE2)
+        rv30, rv60, rv_long = out[0], out[1], out[2]
         if rv_long > 0:
-            out[21] = out[0] / rv_long * _RATIO_30
-            out[22] = out[1] / rv_long * _RATIO_60
-        out[23] = dt_prev
+            out[_VR30] = rv30 / rv_long * _RATIO_30
+            out[_VR60] = rv60 / rv_long * _RATIO_60
+        out[_DT] = dt_prev
         if starts[2] - base > _COMPACT_MIN or hi_ptr[2] > _COMPACT_MIN or lo_ptr[2] > _COMPACT_MIN:
             st.compact()
-        return StepResult(t, t - st.seg_start < _W_LONG, st.segment, tuple(out))
+
+        # ---- the 30-minute context of RV_60 ----------------------------------
+        ctx = self._contexts.get(product_id)
+        if ctx is None:
+            ctx = self._contexts[product_id] = RvContext()
+        ctx.expire(t)
+        if t - st.seg_start >= _RET_US:  # the 60 s window lies inside the segment
+            ctx.add(t, rv60)
+        n_ctx = len(ctx)
+        out[_CNT] = float(n_ctx)
+        if n_ctx:
+            tau = ctx.quantile()
+            lmean = ctx.log_mean()
+            tau_f = tau if tau > RV_FLOOR else RV_FLOOR
+            log_tau = _log(tau_f)
+            out[_Q90] = tau
+            out[_LMEAN] = lmean
+            out[_REL30] = _log(max(rv30 * _SQRT2, RV_FLOOR)) - log_tau
+            out[_REL60] = _log(max(rv60, RV_FLOOR)) - log_tau
+            out[_REL300] = _log(max(rv_long / _SQRT5, RV_FLOOR)) - log_tau
+            out[_QEX] = log_tau - lmean
+            out[_PERS] = rv60 / tau_f
+            if n_ctx > 1:
+                lstd = ctx.log_std()
+                out[_LSTD] = lstd
+                if lstd > LOGSTD_FLOOR:
+                    out[_Z60] = (_log(max(rv60, RV_FLOOR)) - lmean) / lstd
+        warmup = t - st.seg_start < _W_LONG or not ctx.warm(t)
+        return StepResult(t, warmup, st.segment, tuple(out))
 
 
 __all__ = [
