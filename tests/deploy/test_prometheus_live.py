@@ -481,7 +481,7 @@ def test_every_dashboard_query_runs_and_shows_traffic(stack: Stack) -> None:
     assert not empty, "queries without data although their metrics have series:\n" + "\n".join(
         empty
     )
-    # the panels the issue names show numbers, not just series
+    # the panels the SLOs rest on show numbers, not just series
     latency = 'cryptovol_api_request_latency_seconds_bucket{endpoint="/predict"}'
     for expr in (
         f"histogram_quantile(0.99, sum by (le) (rate({latency}[1m])))",
