@@ -240,3 +240,26 @@ def test_rows_and_predictions_for_unknown_ticks_are_problems(run: Run):
     run.predictions.append(Run.prediction(stranger))
     report = run.ledger().report()
     assert report.problems["predictions_without_row"] == 1
+
+
+def test_two_exchange_tickers_under_one_id_are_counted_a_republished_change_is_red(run: Run):
+    """Coinbase can send two tickers of a product with the same timestamp, each first
+    in its message (the bundled recordings hold one such pair): they share a record
+    id, the first is kept. Received at another time, the second is the exchange's;
+    with the same receive time it can only be a copy the pipeline changed."""
+    first = decode_tick(run.raw[100].value)
+    offset = sum(1 for r in run.raw if r.partition == 0)
+    other = first._replace(price=first.price * 1.001, receive_us=first.receive_us + 1_000)
+    run.raw.append(Record(0, offset, encode_tick(other), b"BTC-USD"))
+    report = run.ledger().report()
+    assert report.balanced, report.problems
+    assert report.products["BTC-USD"].exchange_id_collisions == 1
+    assert report.totals.raw_duplicates == 1
+    assert "under an id already seen (first kept): 1" in as_text(report)
+
+    changed = first._replace(price=first.price * 1.001)
+    run.raw[-1] = Record(0, offset, encode_tick(changed), b"BTC-USD")
+    report = run.ledger().report()
+    assert not report.balanced
+    assert report.problems["raw_conflicting_copies"] == 1
+    assert report.examples["raw_conflicting_copies"] == [first.record_id]

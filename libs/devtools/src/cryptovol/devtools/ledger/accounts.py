@@ -100,6 +100,10 @@ class ProductAccount:
 
     produced: int = 0  # distinct record ids on ticks.raw
     raw_duplicates: int = 0  # extra copies on ticks.raw
+    # other tickers the exchange sent under an id already seen (the same product, event
+    # time and place in the message, different prices, received at another time): the
+    # first is kept, as by the features engine; counted, not a loss of the pipeline
+    exchange_id_collisions: int = 0
     raw_dead_lettered: int = 0
     dropped: Counter[str] = field(default_factory=Counter)  # by the engine's reason
     featured: int = 0  # distinct record ids on ticks.features
@@ -120,6 +124,7 @@ class ProductAccount:
     def as_dict(self) -> dict[str, object]:
         return {
             "produced": self.produced, "raw_duplicates": self.raw_duplicates,
+            "exchange_id_collisions": self.exchange_id_collisions,
             "raw_dead_lettered": self.raw_dead_lettered, "dropped": dict(self.dropped),
             "featured": self.featured, "feature_duplicates": self.feature_duplicates,
             "feature_mismatches": self.feature_mismatches, "warmup": self.warmup,
@@ -238,7 +243,10 @@ class Ledger:
         if known is not None:  # another copy (at least once): same content, no second row
             account.raw_duplicates += 1
             if self._raw_content[rid] != content:
-                self._problem("raw_conflicting_copies", rid)
+                if tick.receive_us != known.receive_us:  # two exchange messages
+                    account.exchange_id_collisions += 1
+                else:  # one message, re-published with other content
+                    self._problem("raw_conflicting_copies", rid)
             if res is not None:
                 self._problem("raw_copy_accepted_twice", rid)
             return

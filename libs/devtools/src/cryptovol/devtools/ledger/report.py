@@ -65,6 +65,9 @@ def as_text(report: LedgerReport) -> str:
     for topic, reasons in sorted(report.dead_letter_reasons.items()):
         lines.append(f"{topic}: " + ", ".join(f"{reason} {n:,}"
                                               for reason, n in sorted(reasons.items())))
+    if total.exchange_id_collisions:
+        lines.append(f"tickers the exchange sent under an id already seen (first kept): "
+                     f"{total.exchange_id_collisions:,}")
     if report.exchange_dead_letters:
         lines.append(f"exchange messages the ingest dead-lettered (no record id): "
                      f"{report.exchange_dead_letters:,}")
