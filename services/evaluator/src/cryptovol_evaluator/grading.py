@@ -89,6 +89,7 @@ class Grader:
         self.outcomes = Counter[str]()  # predictions: labelled, reasons, duplicate
         self.let_go = 0  # labels whose prediction never came
         self.last_outcome = ""  # of the last tick
+        self.ignore_before_us: int | None = None  # while replaying: labels of older rows
         self._let_go_taken = 0
         self._horizon_us = round(cfg.label.horizon_s * 1e6)
         self._expiry_us = round(cfg.expiry_s * 1e6)
@@ -117,7 +118,10 @@ class Grader:
 
     def _labels(self, labels: Iterable[Label], out: list[Graded]) -> None:
         pending, waiting = self.pending, self.waiting
+        ignore = self.ignore_before_us
         for label in labels:
+            if ignore is not None and label.ts * 1e6 < ignore:
+                continue
             key = label.key
             held = pending.pop(key, None)  # type: ignore[call-overload]
             if held is not None:

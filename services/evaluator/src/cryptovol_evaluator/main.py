@@ -4,6 +4,7 @@ and export live model quality (composition root)."""
 from __future__ import annotations
 
 import logging
+import threading
 from functools import partial
 
 from cryptovol.runtime.bootstrap import run_stream_stage
@@ -38,6 +39,7 @@ def build(settings: EvaluatorSettings, clients: Clients) -> tuple[Evaluate, list
                      topic_labelled=settings.topic_labelled,
                      refresh_s=settings.quality_refresh_s,
                      rebuild_margin_s=settings.rebuild_margin_s)
+    stage.run_refresher(threading.Event())  # a daemon: ends with the process
     sinks = [LabelledSink(settings.sink_dir(), settings.parquet_max_rows,
                           settings.parquet_flush_s)] if settings.parquet_enabled else []
     return stage, sinks

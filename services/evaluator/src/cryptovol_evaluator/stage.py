@@ -20,6 +20,7 @@ So a restart, a crash or a rebalance grades every prediction once.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -92,6 +93,7 @@ class Evaluate(Stage):
         self.topic_labelled = topic_labelled
         self.refresh_s = refresh_s
         feat = config.features
+        self.margin_s = rebuild_margin_s
         self.tick_lookback_s = (config.label.memory_s + config.label.horizon_s
                                 + 2 * feat.gap_s + feat.grace_s + rebuild_margin_s)
         self.prediction_lookback_s = config.retention_s + config.label.horizon_s \
@@ -102,10 +104,14 @@ class Evaluate(Stage):
         self._wall_us = wall_us
         self.graders: dict[int, Grader] = {}
         self._ready: list[tuple[int, Graded]] = []  # graded while restoring
-        self._next_refresh = 0.0
         self.quality: list[Quality] = []
         self.graded = 0
         self.newest_graded_us = 0
+        # the windows are shared with the refresher thread (quality is recomputed
+        # on a timer, so the last rows of a burst are published too)
+        self._lock = threading.Lock()
+        self._tails: dict[int, int | None] = {}  # newest graded event time per partition
+        self._dirty = False
 
     def grader(self, partition: int) -> Grader:
         g = self.graders.get(partition)
@@ -166,9 +172,11 @@ class Evaluate(Stage):
             by_partition.setdefault(p, []).append(row_of_message(message))
             metrics.DELAY.observe(max(0.0, (now - graded.event_us) / 1e6))
             newest = max(newest, graded.event_us)
-        for p, rows in by_partition.items():
-            if p in self.graders:  # else: given away meanwhile
-                self.windows.add(p, rows)
+        with self._lock:
+            for p, rows in by_partition.items():
+                if p in self.graders:  # else: given away meanwhile
+                    self.windows.add(p, rows)
+            self._dirty = True
         for outcome, n in tally.outcomes.items():
             metrics.PREDICTIONS.labels(outcome).inc(n)
         for outcome, n in tally.ticks.items():
@@ -181,16 +189,30 @@ class Evaluate(Stage):
             self.newest_graded_us = max(self.newest_graded_us, newest)
             metrics.LAST_GRADED.set(self.newest_graded_us / 1e6)
         self.graded += len(tally.graded)
-        if self._clock() >= self._next_refresh:
-            self.refresh()
+        metrics.PENDING.set(sum(len(g.pending) for g in list(self.graders.values())))
+        metrics.WAITING.set(sum(len(g.waiting) for g in list(self.graders.values())))
 
     def refresh(self) -> None:
-        """Recompute the quality windows and publish them."""
-        self._next_refresh = self._clock() + self.refresh_s
-        self.quality = self.windows.compute()
-        metrics.publish(self.quality)
-        metrics.PENDING.set(sum(len(g.pending) for g in self.graders.values()))
-        metrics.WAITING.set(sum(len(g.waiting) for g in self.graders.values()))
+        """Recompute the quality windows and publish them (when rows changed)."""
+        with self._lock:
+            if not self._dirty:
+                return
+            self._dirty = False
+            self.quality = self.windows.compute()
+            metrics.publish(self.quality)
+
+    def run_refresher(self, stop: threading.Event) -> threading.Thread:
+        """Refresh every ``refresh_s`` until ``stop`` is set (a daemon thread)."""
+        def loop() -> None:
+            while not stop.wait(self.refresh_s):
+                try:
+                    self.refresh()
+                except Exception:  # never let the metrics kill the stage
+                    log.exception("quality refresh failed")
+
+        thread = threading.Thread(target=loop, name="quality-refresh", daemon=True)
+        thread.start()
+        return thread
 
     # -- state ------------------------------------------------------------------
     def restore(self, tp: TopicPartition, records: Sequence[Record], history: History) -> bool:
@@ -212,65 +234,103 @@ class Evaluate(Stage):
             "records": fed, "seconds": round(elapsed, 3)})
         return True
 
+    def _graded_through(self, p: int, history: History) -> int | None:
+        """The newest event time graded in partition ``p`` (``predictions.labelled``'s
+        tail), None when nothing was: every prediction older than it by more than
+        the horizon and the expiry that had arrived before a restart was graded."""
+        if p not in self._tails:
+            tp = TopicPartition(self.topic_labelled, p)
+            reader = history.reader
+            beginning = reader.beginning_offsets([tp])[tp]
+            end = reader.end_offsets([tp])[tp]
+            times = [t for r in history.records(tp, max(beginning, end - 1000), end)
+                     if (t := _time_of(r)) is not None] if end > beginning else []
+            self._tails[p] = max(times) if times else None
+        return self._tails[p]
+
+    def _anchor_us(self, p: int, history: History) -> int | None:
+        """Where ungraded predictions may begin (None: anywhere)."""
+        newest = self._graded_through(p, history)
+        if newest is None:
+            return None
+        label = self.config.label
+        return newest - round((label.horizon_s + self.config.expiry_s + self.margin_s) * 1e6)
+
+    def _start(self, tp: TopicPartition, first: Record, target_us: int | None,
+               history: History, first_us: int) -> int:
+        if target_us is None:
+            return history.reader.beginning_offsets([tp])[tp]
+        lookback = max(0.0, (first_us - target_us) / 1e6)
+        return history.start_offset(tp, first, target_us, lookback, _time_of)
+
     def _replay_ticks(self, tp: TopicPartition, first: Record, first_us: int, history: History,
                       grader: Grader) -> int:
-        lookback = self.tick_lookback_s
-        start = history.start_offset(tp, first, first_us - round(lookback * 1e6), lookback,
-                                     _time_of)
+        """The ticks from the label's memory before the oldest row whose label
+        may still be needed: the first tick to process, or the oldest prediction
+        that may be ungraded. Labels of rows nearer the replay's start than the
+        memory are not those of an uninterrupted run: ignored (their predictions
+        were graded)."""
+        anchor = self._anchor_us(tp.partition, history)
+        since = first_us if anchor is None else min(first_us, anchor)
+        target = since - round(self.tick_lookback_s * 1e6)
+        start = self._start(tp, first, target if anchor is not None else None, history, first_us)
+        grader.ignore_before_us = target + round(self.config.label.memory_s * 1e6)
         fed = 0
-        for record in history.records(tp, start, first.offset):
-            try:
-                tick = decode_tick(record.value)
-            except DecodeError:
-                continue
-            self._ready.extend((tp.partition, g) for g in grader.tick(tick))
-            fed += 1
+        try:
+            for record in history.records(tp, start, first.offset):
+                try:
+                    tick = decode_tick(record.value)
+                except DecodeError:
+                    continue
+                self._ready.extend((tp.partition, g) for g in grader.tick(tick))
+                fed += 1
+        finally:
+            grader.ignore_before_us = None
         return fed
 
     def _restore_predictions(self, tp: TopicPartition, first: Record, first_us: int,
                              history: History, grader: Grader) -> int:
-        labelled = TopicPartition(self.topic_labelled, tp.partition)
+        """What was graded (the ids, never again, and the quality windows' rows),
+        then the predictions that may be ungraded, held again."""
+        p = tp.partition
+        newest = self._graded_through(p, history)
         rows = []
-        for message in self._read_labelled(labelled, first_us, history):
-            grader.remember(message.record_id, _us(message))
-            rows.append(row_of_message(message))
-        self.windows.drop(tp.partition)
-        self.windows.add(tp.partition, rows)
-        lookback = self.prediction_lookback_s
-        start = history.start_offset(tp, first, first_us - round(lookback * 1e6), lookback,
-                                     _time_of)
+        if newest is not None:
+            labelled = TopicPartition(self.topic_labelled, p)
+            since = newest - round(self.labelled_lookback_s * 1e6)
+            reader = history.reader
+            end = reader.end_offsets([labelled])[labelled]
+            last = next(iter(history.records(labelled, end - 1, end)))
+            start = history.start_offset(labelled, last, since, self.labelled_lookback_s,
+                                         _time_of)
+            for record in history.records(labelled, start, end):
+                try:
+                    message = LabelledPrediction.model_validate_json(record.value)
+                except ValidationError:
+                    continue
+                grader.remember(message.record_id, to_micros(message.event_time))
+                rows.append(row_of_message(message))
+        with self._lock:
+            self.windows.drop(p)
+            self.windows.add(p, rows)
+            self._dirty = True
+        anchor = self._anchor_us(p, history)
+        target = None if anchor is None else min(
+            anchor, first_us - round(self.prediction_lookback_s * 1e6))
+        start = self._start(tp, first, target, history, first_us)
         fed = 0
         for record in history.records(tp, start, first.offset):
             try:
                 prediction = decode_prediction(record.value)
             except DecodeError:
                 continue
-            self._ready.extend((tp.partition, g) for g in grader.restored(prediction))
+            self._ready.extend((p, g) for g in grader.restored(prediction))
             fed += 1
         return fed + len(rows)
 
-    def _read_labelled(self, tp: TopicPartition, first_us: int,
-                       history: History) -> list[LabelledPrediction]:
-        reader = history.reader
-        reader.assign([tp])
-        beginning = reader.beginning_offsets([tp])[tp]
-        end = reader.end_offsets([tp])[tp]
-        if end <= beginning:
-            return []
-        last = next(iter(history.records(tp, end - 1, end)))
-        lookback = self.labelled_lookback_s
-        start = history.start_offset(tp, last, first_us - round(lookback * 1e6), lookback,
-                                     _time_of)
-        out = []
-        for record in history.records(tp, start, end):
-            try:
-                out.append(LabelledPrediction.model_validate_json(record.value))
-            except ValidationError:
-                continue
-        return out
-
     def drop(self, partitions: Collection[TopicPartition]) -> None:
         for tp in partitions:
+            self._tails.pop(tp.partition, None)
             grader = self.graders.get(tp.partition)
             if grader is None:
                 continue
@@ -278,7 +338,9 @@ class Evaluate(Stage):
                 grader.drop_ticks()
             else:
                 grader.drop_predictions()
-                self.windows.drop(tp.partition)
+                with self._lock:
+                    self.windows.drop(tp.partition)
+                    self._dirty = True
             if grader.empty():
                 del self.graders[tp.partition]
 
@@ -287,7 +349,3 @@ class Evaluate(Stage):
         for g in list(self.graders.values()):
             held.update(g.health())
         return True, {"graded": self.graded, **held, "window_rows": len(self.windows)}
-
-
-def _us(message: LabelledPrediction) -> int:
-    return to_micros(message.event_time)

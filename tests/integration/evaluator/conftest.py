@@ -1,0 +1,5 @@
+import sys
+from pathlib import Path
+
+# the child-process helpers of the pipeline tests (real services on free ports)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "consumer"))
