@@ -288,6 +288,7 @@ def test_dashboards_are_configmaps_for_the_grafana_sidecar() -> None:
     assert {c["metadata"]["name"] for c in dashboards} == {
         "cryptovol-dashboard-api",
         "cryptovol-dashboard-pipeline",
+        "cryptovol-dashboard-quality",
     }
     import json
 

@@ -152,6 +152,13 @@ def test_dashboard_expressions_parse(tmp_path: Path) -> None:
             ["cryptovol_ingest_reconnects_total", "cryptovol_ingest_sequence_gaps_total"],
         ),
         (
+            "live quality of champion, shadow and persistence",
+            ["cryptovol_evaluator_pr_auc", "cryptovol_evaluator_f1",
+             "cryptovol_evaluator_calibration_observed_rate", "cryptovol_evaluator_brier"],
+        ),
+        ("drift per feature", ["cryptovol_api_feature_psi", "cryptovol_api_score_psi"]),
+        ("label coverage", ["cryptovol_evaluator_label_coverage"]),
+        (
             "featurizer throughput",
             [
                 "cryptovol_featurizer_rows_emitted_total",
