@@ -71,7 +71,7 @@ def test_alerts_cover_the_operational_risks() -> None:
         "cryptovol_evaluator_pr_auc",  # the served model below persistence
         "cryptovol_api_feature_psi",  # input drift
         "cryptovol_evaluator_label_coverage",
-        "cryptovol_evaluator_last_graded_event_timestamp_seconds",
+        "cryptovol_evaluator_last_graded_timestamp_seconds",
     ):
         assert needle in joined, needle
     for group in rule_groups():

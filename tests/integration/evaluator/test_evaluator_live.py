@@ -10,26 +10,30 @@ shadow challenger, featurizer, consumer, evaluator, each its own process):
 
 from __future__ import annotations
 
-import os
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import orjson
 import pytest
-from kafka.structs import TopicPartition
+from evaluator_stack import (
+    Pipeline,
+    count_labelled,
+    evaluator_env,
+    read_labelled,
+    sample,
+    scrape,
+)
 from pipeline_procs import REPO_ROOT, Child, wait_http
-from prometheus_client.parser import text_string_to_metric_families
 
-from cryptovol.core.codec import encode_tick
 from cryptovol.core.features import FeatureEngine
 from cryptovol.devtools.net import free_port
-from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.runtime.kafka import ensure_topics
 from cryptovol.runtime.recordings import open_recordings, read_ticks
-from cryptovol.runtime.settings import ServiceSettings
 from cryptovol_training.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
@@ -39,113 +43,24 @@ SERVED, SHADOW = "logistic_regression", "random_forest"
 WINDOWS = "15m,1h,30d"  # 30d: the whole replay
 
 
-def scrape(url: str) -> dict[tuple[str, tuple], float]:
-    out = {}
-    for family in text_string_to_metric_families(httpx.get(url, timeout=5).text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def sample(metrics: dict, name: str, **labels: str) -> float | None:
-    want = set(labels.items())
-    found = [v for (n, lab), v in metrics.items() if n == name and want <= set(lab)]
-    return sum(found) if found else None
-
-
-def read_labelled(settings: ServiceSettings, topic: str) -> list[dict]:
-    consumer = make_consumer(settings, None)
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        out: list[dict] = []
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                out.extend(orjson.loads(r.value) for r in batch)
-        return out
-    finally:
-        consumer.close()
-
-
-def count_labelled(settings: ServiceSettings, topic: str) -> int:
-    consumer = make_consumer(settings, None)
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        begin, end = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
-        return sum(end[tp] - begin[tp] for tp in tps)
-    finally:
-        consumer.close()
-
-
 def expected_predictions() -> int:
     engine = FeatureEngine()
     return sum(1 for t in read_ticks(open_recordings(FILES))
                if (r := engine.step(t)) is not None and not r.warmup)
 
 
-def evaluator_env(settings: ServiceSettings, name: str, labelled: str, port: int,
-                  tmp: Path) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap, "TOPIC_RAW": settings.topic_raw,
-        "TOPIC_PREDICTIONS": settings.topic_predictions, "TOPIC_LABELLED": labelled,
-        "KAFKA_PARTITIONS": "3", "CONSUMER_GROUP": f"evaluator-{name}",
-        "METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.1",
-        "QUALITY_WINDOWS": WINDOWS, "QUALITY_REFRESH_S": "1",
-        "PARQUET_DIR": str(tmp / f"labelled-{name}"), "PARQUET_FLUSH_S": "2",
-    }
-
-
 @pytest.fixture(scope="module")
 def replay(kafka_broker, tmp_path_factory) -> Iterator[dict]:
     """The whole pipeline over the recordings, run once; the evaluator's metrics
     and its labelled topic once every prediction is graded."""
-    name = os.urandom(5).hex()
-    tmp = tmp_path_factory.mktemp("evaluator")
-    settings = ServiceSettings(
-        service_name="test", kafka_bootstrap_servers=kafka_broker.bootstrap,
-        topic_raw=f"ticks.raw.{name}", topic_features=f"ticks.features.{name}",
-        topic_predictions=f"predictions.log.{name}", kafka_partitions=3)
-    labelled = f"predictions.labelled.{name}"
-    ensure_topics(settings, [settings.topic_raw, settings.topic_features,
-                             settings.topic_predictions, labelled])
-    kafka = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap, "TOPIC_RAW": settings.topic_raw,
-             "TOPIC_FEATURES": settings.topic_features,
-             "TOPIC_PREDICTIONS": settings.topic_predictions, "KAFKA_PARTITIONS": "3"}
-    api_port, feat_port, cons_port, eval_port = (free_port() for _ in range(4))
-    children = [
-        Child("cryptovol_api.main", {
-            **kafka, "API_HOST": "127.0.0.1", "API_PORT": str(api_port),
-            "MODELS_DIR": str(REPO_ROOT / "models/artifacts"), "MODEL_VARIANT": "ml",
-            "MODEL_VERSION": SERVED, "MODEL_SHADOW": SHADOW}, tmp / "api.log"),
-        Child("cryptovol_featurizer.main", {
-            **kafka, "METRICS_PORT": str(feat_port), "METRICS_HOST": "127.0.0.1",
-            "CONSUMER_GROUP": f"featurizer-{name}", "PARQUET_ENABLED": "false"},
-            tmp / "featurizer.log"),
-        Child("cryptovol_consumer.main", {
-            **kafka, "METRICS_PORT": str(cons_port), "METRICS_HOST": "127.0.0.1",
-            "CONSUMER_GROUP": f"consumer-{name}", "API_URL": f"http://127.0.0.1:{api_port}",
-            "LOG_PREDICTIONS": "true", "RATE_LIMIT_RPS": "0", "BATCH_SIZE": "500",
-            "PREDICTION_LOG_DIR": str(tmp / "predictions")}, tmp / "consumer.log"),
-        Child("cryptovol_evaluator.main", evaluator_env(settings, name, labelled, eval_port, tmp),
-              tmp / "evaluator.log"),
-    ]
+    pipe = Pipeline.create(kafka_broker.bootstrap, tmp_path_factory.mktemp("evaluator"))
     expected = expected_predictions()
     try:
-        children[0].start()
-        wait_http(f"http://127.0.0.1:{api_port}/readyz")
-        for child, port in zip(children[1:], (feat_port, cons_port, eval_port), strict=True):
-            child.start()
-            wait_http(f"http://127.0.0.1:{port}/healthz")
-        producer = make_producer(settings)
-        for tick in read_ticks(open_recordings(FILES)):
-            producer.send(settings.topic_raw, key=tick.product_id.encode(),
-                          value=encode_tick(tick))
-        producer.flush()
-        producer.close()
-        url = f"http://127.0.0.1:{eval_port}/metrics"
+        pipe.start_api(REPO_ROOT / "models/artifacts", MODEL_VARIANT="ml",
+                       MODEL_VERSION=SERVED, MODEL_SHADOW=SHADOW)
+        pipe.start_workers(WINDOWS)
+        pipe.replay(FILES)
+        url = pipe.url("evaluator")
         deadline = time.monotonic() + 420  # a bound for a loaded machine, not a timing
         while time.monotonic() < deadline:
             metrics = scrape(url)
@@ -158,20 +73,18 @@ def replay(kafka_broker, tmp_path_factory) -> Iterator[dict]:
         else:
             outcomes = {k: v for k, v in metrics.items()
                         if k[0].startswith("cryptovol_evaluator_predictions_total")}
-            consumer = scrape(f"http://127.0.0.1:{cons_port}/metrics")
-            predicted = sample(consumer, "cryptovol_consumer_predictions_total")
+            predicted = sample(scrape(pipe.url("consumer")),
+                               "cryptovol_consumer_predictions_total")
             pytest.fail(f"graded {graded} + pending {pending} of {expected} predictions "
                         f"(consumer: {predicted}; evaluator: {outcomes}):\n"
-                        + children[3].log_tail())
+                        + pipe.children["evaluator"].log_tail())
         time.sleep(2.5)  # one more refresh of the windows
-        yield {"settings": settings, "labelled": labelled, "metrics": scrape(url),
-               "expected": expected, "name": name, "tmp": tmp,
-               "records": read_labelled(settings, labelled)}
+        yield {"settings": pipe.settings, "labelled": pipe.labelled, "metrics": scrape(url),
+               "expected": expected, "name": pipe.name, "tmp": pipe.tmp,
+               "records": read_labelled(pipe.settings, pipe.labelled)}
     finally:
-        codes = [c.stop() for c in reversed(children)]  # the API last
-        for c in children:
-            print(c.module, c.log_tail(1500))
-    assert codes[:3] == [0, 0, 0], codes  # evaluator, consumer, featurizer
+        codes = pipe.stop()
+    assert [codes[c] for c in ("evaluator", "consumer", "featurizer")] == [0, 0, 0], codes
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +141,8 @@ def test_sigkill_mid_stream_then_restart_grades_exactly_what_an_uninterrupted_ru
     labelled = f"predictions.labelled.{name}"
     ensure_topics(settings, [labelled])
     port = free_port()
-    env = {**evaluator_env(settings, name, labelled, port, tmp), "POLL_MAX_RECORDS": "100"}
+    env = {**evaluator_env(settings, name, labelled, port, tmp, WINDOWS),
+           "POLL_MAX_RECORDS": "100"}
     total = len(replay["records"])
     child = Child("cryptovol_evaluator.main", env, tmp / "evaluator-restart.log").start()
     try:
@@ -257,3 +171,23 @@ def test_sigkill_mid_stream_then_restart_grades_exactly_what_an_uninterrupted_ru
                      for r in replay["records"]}
     restarted = {r["record_id"]: (r["has_label"], r["spike"], r["reason"]) for r in records}
     assert restarted == uninterrupted
+
+
+def test_train_evaluate_reads_the_labelled_predictions(replay, tmp_path):
+    """``cryptovol-train evaluate --labelled``: the evaluator's Parquet, scored offline,
+    gives the live numbers."""
+    out = tmp_path / "live.json"
+    folder = replay["tmp"] / f"labelled-{replay['name']}"
+    deadline = time.monotonic() + 60  # the sink flushes every 2 s
+    while time.monotonic() < deadline and len(list(folder.rglob("*.parquet"))) == 0:
+        time.sleep(1)
+    proc = subprocess.run([str(Path(sys.executable).parent / "cryptovol-train"), "evaluate",
+                           "--labelled", str(folder), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["graded"] == len(replay["records"])
+    by_role = {s["role"]: s for s in report["scorers"]}
+    for role in ("served", "shadow", "reference"):
+        live = sample(replay["metrics"], "cryptovol_evaluator_pr_auc", role=role, window="30d")
+        assert by_role[role]["pr_auc"] == pytest.approx(live, abs=1e-9), role

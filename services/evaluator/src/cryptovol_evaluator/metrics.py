@@ -56,6 +56,8 @@ PENDING = Gauge("cryptovol_evaluator_pending_predictions", "predictions waiting 
 WAITING = Gauge("cryptovol_evaluator_waiting_labels", "labels waiting for their prediction")
 LAST_GRADED = Gauge("cryptovol_evaluator_last_graded_event_timestamp_seconds",
                     "event time of the newest graded prediction")
+LAST_GRADED_AT = Gauge("cryptovol_evaluator_last_graded_timestamp_seconds",
+                       "Unix time at which a prediction was last graded")
 DELAY = Histogram("cryptovol_evaluator_grading_delay_seconds",
                   "row event time to graded (the label horizon plus the pipeline's lag)",
                   buckets=(30, 60, 65, 70, 80, 90, 120, 180, 300, 600, 1800, 3600))

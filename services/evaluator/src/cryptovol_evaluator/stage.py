@@ -188,6 +188,7 @@ class Evaluate(Stage):
         if newest:
             self.newest_graded_us = max(self.newest_graded_us, newest)
             metrics.LAST_GRADED.set(self.newest_graded_us / 1e6)
+            metrics.LAST_GRADED_AT.set(now / 1e6)
         self.graded += len(tally.graded)
         metrics.PENDING.set(sum(len(g.pending) for g in list(self.graders.values())))
         metrics.WAITING.set(sum(len(g.waiting) for g in list(self.graders.values())))
