@@ -12,20 +12,29 @@ decoders between the two are in :mod:`cryptovol.core.codec`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
-from cryptovol.core.timestamps import format_time
+from cryptovol.core.ticks import implausible_event_time
+from cryptovol.core.timestamps import format_time, to_micros
 
 RAW_TICK_SCHEMA_VERSION = 1
 FEATURE_ROW_SCHEMA_VERSION = 1
 PREDICTION_SCHEMA_VERSION = 1
 LABELLED_SCHEMA_VERSION = 1
 
-
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
+    SCHEMA_VERSION: ClassVar[int] = 1  # the one this code reads and writes
+
+    @model_validator(mode="after")
+    def _known_version(self) -> _Record:
+        version = getattr(self, "schema_version", self.SCHEMA_VERSION)
+        if version != self.SCHEMA_VERSION:
+            raise ValueError(f"schema_version {version} is not supported "
+                             f"(this build reads {self.SCHEMA_VERSION})")
+        return self
 
     @field_serializer("*", when_used="json")
     def _serialize_datetimes(self, value: object) -> object:
@@ -36,9 +45,10 @@ class RawTick(_Record):
     """One ticker update from the exchange, normalised (topic ``ticks.raw``); the
     message of a :class:`~cryptovol.core.ticks.Tick`."""
 
+    SCHEMA_VERSION: ClassVar[int] = RAW_TICK_SCHEMA_VERSION
     schema_version: int = RAW_TICK_SCHEMA_VERSION
-    record_id: str
-    product_id: str
+    record_id: str = Field(min_length=1)
+    product_id: str = Field(min_length=1)
     event_time: datetime = Field(description="exchange envelope timestamp (UTC)")
     receive_time: datetime = Field(description="local receive time (UTC)")
     sequence_num: int | None = Field(None, description="exchange per-connection counter")
@@ -54,10 +64,18 @@ class RawTick(_Record):
     high_24h: float | None = None
     price_percent_chg_24h: float | None = None
 
+    @model_validator(mode="after")
+    def _plausible_time(self) -> RawTick:
+        why = implausible_event_time(to_micros(self.event_time), to_micros(self.receive_time))
+        if why:
+            raise ValueError(why)
+        return self
+
 
 class FeatureRow(_Record):
     """Windowed features of one product at one tick (topic ``ticks.features``)."""
 
+    SCHEMA_VERSION: ClassVar[int] = FEATURE_ROW_SCHEMA_VERSION
     schema_version: int = FEATURE_ROW_SCHEMA_VERSION
     record_id: str = Field(description="record_id of the tick that produced the row")
     product_id: str
@@ -81,6 +99,7 @@ class ShadowScore(_Record):
 class PredictionRecord(_Record):
     """A scored feature row (topic ``predictions.log``)."""
 
+    SCHEMA_VERSION: ClassVar[int] = PREDICTION_SCHEMA_VERSION
     schema_version: int = PREDICTION_SCHEMA_VERSION
     record_id: str
     product_id: str
