@@ -9,7 +9,7 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 # libs/devtools (local broker, stack runner, fake exchange) is for developers only: no service
 # depends on it, so no image installs it
-PACKAGES := libs/core libs/runtime libs/devtools services/ingest services/featurizer services/consumer services/api training
+PACKAGES := libs/core libs/runtime libs/devtools services/ingest services/featurizer services/consumer services/api services/evaluator training
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 STAMP := $(VENV)/.installed
 TOOLS_STAMP := $(HOME)/.cache/cryptovol/.tools-installed

@@ -27,8 +27,8 @@ INSTALL_HINT = "run `bash tools/install-deploy-tools.sh` (part of `make install`
 
 # Kubernetes minor versions the chart is validated against (Chart.yaml kubeVersion >=1.33).
 KUBERNETES_VERSIONS = ("1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0")
-SERVICES = ("api", "ingest", "featurizer", "consumer")
-WORKERS = ("ingest", "featurizer", "consumer")
+SERVICES = ("api", "ingest", "featurizer", "consumer", "evaluator")
+WORKERS = ("ingest", "featurizer", "consumer", "evaluator")
 
 
 def tool(name: str) -> str:

@@ -78,7 +78,7 @@ def test_default_render_has_every_service() -> None:
     assert "cryptovol-mlflow" in by_kind(objs, "PersistentVolumeClaim")
     assert "cryptovol" in by_kind(objs, "PrometheusRule")
     topics = {t["spec"]["topicName"] for t in by_kind(objs, "KafkaTopic").values()}
-    base = {"ticks.raw", "ticks.features", "predictions.log"}
+    base = {"ticks.raw", "ticks.features", "predictions.log", "predictions.labelled"}
     assert topics == base | {f"{t}.dlq" for t in base}
     for topic in by_kind(objs, "KafkaTopic").values():
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "cryptovol"
@@ -288,6 +288,7 @@ def test_dashboards_are_configmaps_for_the_grafana_sidecar() -> None:
     assert {c["metadata"]["name"] for c in dashboards} == {
         "cryptovol-dashboard-api",
         "cryptovol-dashboard-pipeline",
+        "cryptovol-dashboard-quality",
     }
     import json
 
@@ -358,3 +359,21 @@ def test_no_pod_gets_docker_link_variables() -> None:
     specs += [o["spec"] for o in by_kind(objs, "Pod").values()]
     assert len(specs) >= 6
     assert all(spec.get("enableServiceLinks") is False for spec in specs)
+
+
+def test_evaluator_grades_the_topics_the_pipeline_writes() -> None:
+    objs = render()
+    cm = by_kind(objs, "ConfigMap")["cryptovol-evaluator"]["data"]
+    assert cm["TOPIC_RAW"] == "ticks.raw" and cm["TOPIC_PREDICTIONS"] == "predictions.log"
+    assert cm["TOPIC_LABELLED"] == "predictions.labelled"
+    assert cm["QUALITY_WINDOWS"] == "15m,1h" and cm["METRICS_PORT"] == "9100"
+    deployment = by_kind(objs, "Deployment")["cryptovol-evaluator"]
+    # one grader at a time: its successor reads back what it graded
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["replicas"] == 1
+    api = by_kind(objs, "Deployment")["cryptovol-api"]["spec"]["template"]["spec"]
+    assert container_env(api["containers"][0])["MODEL_SHADOW"] == "random_forest"
+    off = render("evaluator.enabled=false", "model.shadow=")
+    assert not [o for o in off if "evaluator" in o["metadata"]["name"]]
+    api_off = by_kind(off, "Deployment")["cryptovol-api"]["spec"]["template"]["spec"]
+    assert container_env(api_off["containers"][0])["MODEL_SHADOW"] == ""

@@ -114,19 +114,19 @@ def test_services_come_from_the_chart_values() -> None:
 
 
 def test_a_new_values_block_is_a_new_service(tmp_path) -> None:
-    """A fifth service is its values block and its project folder: nothing else to list."""
+    """A new service is its values block and its project folder: nothing else to list."""
     values = yaml.safe_load((REPO_ROOT / "charts" / "cryptovol" / "values.yaml").read_text())
-    values["evaluator"] = {"enabled": True, "image": {"repository": "cryptovol-evaluator"}}
+    values["auditor"] = {"enabled": True, "image": {"repository": "cryptovol-auditor"}}
     (tmp_path / "charts").mkdir()
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     (tmp_path / "Dockerfile").write_text(DOCKERFILE.read_text())
-    for name in (*SERVICES, "evaluator"):
+    for name in (*SERVICES, "auditor"):
         (tmp_path / "services" / name).mkdir(parents=True)
         (tmp_path / "services" / name / "pyproject.toml").write_text(
             f'[project]\nname = "cryptovol-{name}"\nversion = "0.2.0"\n')
     found = {s.name: s for s in chart_services.services(tmp_path / "values.yaml", tmp_path)}
-    assert found["evaluator"].image == "cryptovol-evaluator:0.2.0"
-    assert found["evaluator"].target == "service" and found["api"].target == "api"
+    assert found["auditor"].image == "cryptovol-auditor:0.2.0"
+    assert found["auditor"].target == "service" and found["api"].target == "api"
     # a values block without an image, or an image without a project, is not a service
     assert "mlflow" not in found and "monitoring" not in found
 

@@ -68,6 +68,10 @@ def test_alerts_cover_the_operational_risks() -> None:
         "cryptovol_ingest_connected",
         "cryptovol_ingest_sequence_gaps_total",
         "cryptovol_ingest_reconnects_total",
+        "cryptovol_evaluator_pr_auc",  # the served model below persistence
+        "cryptovol_api_feature_psi",  # input drift
+        "cryptovol_evaluator_label_coverage",
+        "cryptovol_evaluator_last_graded_timestamp_seconds",
     ):
         assert needle in joined, needle
     for group in rule_groups():
@@ -147,6 +151,13 @@ def test_dashboard_expressions_parse(tmp_path: Path) -> None:
             "ingest reconnects and gaps",
             ["cryptovol_ingest_reconnects_total", "cryptovol_ingest_sequence_gaps_total"],
         ),
+        (
+            "live quality of champion, shadow and persistence",
+            ["cryptovol_evaluator_pr_auc", "cryptovol_evaluator_f1",
+             "cryptovol_evaluator_calibration_observed_rate", "cryptovol_evaluator_brier"],
+        ),
+        ("drift per feature", ["cryptovol_api_feature_psi", "cryptovol_api_score_psi"]),
+        ("label coverage", ["cryptovol_evaluator_label_coverage"]),
         (
             "featurizer throughput",
             [

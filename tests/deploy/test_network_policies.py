@@ -39,6 +39,7 @@ ENDPOINTS = [
     _chart_pod("ingest", {"metrics": 9100}),
     _chart_pod("featurizer", {"metrics": 9100}),
     _chart_pod("consumer", {"metrics": 9100}),
+    _chart_pod("evaluator", {"metrics": 9100}),
     _chart_pod("mlflow", {"http": 5000}),
     _chart_pod("test"),
     Endpoint("kafka", NAMESPACE, {"strimzi.io/cluster": "cryptovol", "strimzi.io/kind": "Kafka"}),
@@ -58,6 +59,7 @@ EXPECTED = {
     ("featurizer", "kafka", 9092),
     ("consumer", "kafka", 9092),
     ("consumer", "api", 8000),
+    ("evaluator", "kafka", 9092),
     # the API's /health probes Kafka; it never calls MLflow
     ("api", "kafka", 9092),
     ("test", "api", 8000),
@@ -65,7 +67,9 @@ EXPECTED = {
     ("prometheus", "ingest", 9100),
     ("prometheus", "featurizer", 9100),
     ("prometheus", "consumer", 9100),
-} | {(c, "dns", 53) for c in ("api", "ingest", "featurizer", "consumer", "mlflow", "test")}
+    ("prometheus", "evaluator", 9100),
+} | {(c, "dns", 53) for c in ("api", "ingest", "featurizer", "consumer", "evaluator", "mlflow",
+                              "test")}
 
 
 def _selects(selector: dict, labels: dict) -> bool:
@@ -128,7 +132,7 @@ def _allowed(policies: list[dict], src: Endpoint, dst: Endpoint, port: int) -> b
 
 
 def _flows(policies: list[dict]) -> set[tuple[str, str, int]]:
-    chart = {"api", "ingest", "featurizer", "consumer", "mlflow", "test"}
+    chart = {"api", "ingest", "featurizer", "consumer", "evaluator", "mlflow", "test"}
     flows = set()
     for src, dst, port in product(ENDPOINTS, ENDPOINTS, PORTS):
         if src is dst or (src.name not in chart and dst.name not in chart):
@@ -162,7 +166,7 @@ def test_extra_api_clients_can_be_allowed() -> None:
 
 
 # ---- the one table in the values -------------------------------------------------------
-SCRAPED = {"api": 8000, "ingest": 9100, "featurizer": 9100, "consumer": 9100}
+SCRAPED = {"api": 8000, "ingest": 9100, "featurizer": 9100, "consumer": 9100, "evaluator": 9100}
 EXTERNAL_ENDPOINT = {"kafka": "kafka", "exchange": "internet"}
 
 
@@ -171,7 +175,8 @@ def _implied(values: dict, external_endpoint: dict[str, str] = EXTERNAL_ENDPOINT
     an external peer on its ports), Prometheus to every scraped component, DNS for all."""
     np = values["networkPolicy"]
     flows = {("prometheus", comp, port) for comp, port in SCRAPED.items()}
-    flows |= {(c, "dns", 53) for c in ("api", "ingest", "featurizer", "consumer", "mlflow", "test")}
+    flows |= {(c, "dns", 53) for c in ("api", "ingest", "featurizer", "consumer", "evaluator",
+                                       "mlflow", "test")}
     for comp, peers in np["egress"].items():
         for peer in peers:
             if peer in np["external"]:

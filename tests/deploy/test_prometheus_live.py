@@ -76,7 +76,14 @@ MUST_HAVE = {
         "cryptovol_consumer_lag",
         "cryptovol_consumer_breaker_state",
     ],
+    "evaluator": [
+        "cryptovol_evaluator_predictions_total",
+        "cryptovol_evaluator_ticks_total",
+        "cryptovol_evaluator_lag",
+    ],
 }
+# the evaluator grades with labels once 30 minutes of market (a minute at 30x) lie behind
+GRADED_TIMEOUT_S = 240.0
 # the whole pipeline runs: predictions flow end to end
 MUST_HAVE_END_TO_END = [
     "cryptovol_consumer_predictions_total",
@@ -299,13 +306,14 @@ def stack(kafka_broker: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
     }
     ports = {
         name: free_port()
-        for name in ("api", "ingest", "featurizer", "consumer", "exchange", "prom")
+        for name in ("api", "ingest", "featurizer", "consumer", "evaluator", "exchange", "prom")
     }
     for module in (
         "cryptovol_api",
         "cryptovol_ingest",
         "cryptovol_featurizer",
         "cryptovol_consumer",
+        "cryptovol_evaluator",
     ):
         assert importlib.util.find_spec(f"{module}.main"), f"{module} is not installed in .venv"
     procs: list[Proc] = []
@@ -351,7 +359,23 @@ def stack(kafka_broker: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
                     "API_URL": api,
                     "CONSUMER_GROUP": f"consumer-{run_id}",
                     "PREDICT_WARMUP": "true",
+                    "LOG_PREDICTIONS": "true",  # predictions.log, which the evaluator grades
                     "PREDICTION_LOG_DIR": str(tmp / "predictions"),
+                    "LAG_INTERVAL_S": "1",
+                },
+                logs,
+            )
+        )
+        procs.append(
+            _start(
+                "evaluator",
+                [str(BIN / "cryptovol-evaluator")],
+                {
+                    **common,
+                    "METRICS_PORT": str(ports["evaluator"]),
+                    "TOPIC_LABELLED": f"predictions.labelled.{run_id}",
+                    "CONSUMER_GROUP": f"evaluator-{run_id}",
+                    "QUALITY_REFRESH_S": "1",
                     "LAG_INTERVAL_S": "1",
                 },
                 logs,
@@ -377,7 +401,7 @@ def stack(kafka_broker: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
         services = {
             "api": ports["api"],
-            **{s: ports[s] for s in ("ingest", "featurizer", "consumer")},
+            **{s: ports[s] for s in ("ingest", "featurizer", "consumer", "evaluator")},
         }
         for name, port in services.items():
             _wait_for(
@@ -423,6 +447,10 @@ def stack(kafka_broker: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
                       TRAFFIC_TIMEOUT_S, procs)
         except AssertionError as exc:
             raise AssertionError(f"series still missing: {sorted(missing)}\n{exc}") from None
+        _wait_for("live quality with persistence beside the served model",
+                  lambda: bool(st.query('cryptovol_evaluator_pr_auc{role="reference"}')["result"])
+                  and bool(st.query('cryptovol_evaluator_pr_auc{role="served"}')["result"]),
+                  GRADED_TIMEOUT_S, procs)
         yield st
     finally:
         stop_traffic.set()

@@ -16,7 +16,7 @@ metadata:
 automountServiceAccountToken: false
 {{- end -}}
 
-{{/* A worker (ingest, featurizer, consumer): metrics and probes on port 9100. */}}
+{{/* A worker (ingest, featurizer, consumer, evaluator): metrics and probes on port 9100. */}}
 {{- define "cryptovol.workerDeployment" -}}
 {{- $root := index . 0 -}}
 {{- $comp := index . 1 -}}
@@ -30,8 +30,9 @@ metadata:
 spec:
   replicas: {{ $vals.replicaCount }}
   revisionHistoryLimit: 5
-  {{- if eq $comp "ingest" }}
-  # one exchange subscriber at a time: stop the old pod before the new one subscribes
+  {{- if has $comp (list "ingest" "evaluator") }}
+  # one at a time: one exchange subscriber (ingest); one grader, whose quality windows are
+  # those of every partition and whose successor reads back what it graded (evaluator)
   strategy:
     type: Recreate
   {{- end }}

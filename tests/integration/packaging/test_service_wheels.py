@@ -19,7 +19,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LIBRARY = ("libs/core", "libs/runtime", "libs/devtools")
 SERVICES = ("services/ingest", "services/featurizer", "services/consumer", "services/api",
-            "training")
+            "services/evaluator", "training")
 DEV_ONLY_FILES = ("cryptovol/devtools/", "broker.py", "stack.py", "fake_exchange.py",
                   "features_reference.py", "reference.py")
 DEV_ONLY_COMMANDS = ("cryptovol-broker", "cryptovol-stack", "cryptovol-fake-exchange")

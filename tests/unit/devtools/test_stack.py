@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 def test_every_service_has_a_run_file_with_health_and_a_status_counter():
     specs = discover(REPO)
-    assert [s.name for s in specs] == ["api", "featurizer", "consumer", "ingest"]
+    assert [s.name for s in specs] == ["api", "featurizer", "consumer", "evaluator", "ingest"]
     for spec in specs:
         assert spec.health and spec.health.startswith("http://127.0.0.1:")
         assert spec.status["counter"].startswith("cryptovol_")
@@ -45,7 +45,8 @@ def test_named_ports_fill_every_run_file_and_can_all_be_free():
     specs = discover(REPO)
     usual = assign_ports(specs)
     assert usual == {"API_PORT": 8000, "FEATURIZER_METRICS_PORT": 9102,
-                     "CONSUMER_METRICS_PORT": 9103, "INGEST_METRICS_PORT": 9101}
+                     "CONSUMER_METRICS_PORT": 9103, "INGEST_METRICS_PORT": 9101,
+                     "EVALUATOR_METRICS_PORT": 9105}
     free = assign_ports(specs, free=True)
     assert set(free) == set(usual) and len(set(free.values())) == len(free)
     by_name = {s.name: s.resolved({**free, "source": "replay", "repo": REPO}) for s in specs}

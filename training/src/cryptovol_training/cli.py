@@ -3,6 +3,7 @@
     cryptovol-train                       # = make train: bundled data -> models/artifacts, MLflow
     cryptovol-train train --no-mlflow --models logistic_regression --blocks 4
     cryptovol-train evaluate --data FILE... --models models/artifacts --out eval.json
+    cryptovol-train evaluate --labelled data/processed/labelled --out live.json
     cryptovol-train register --models models/artifacts [--champion random_forest]
     cryptovol-train card --models models/artifacts --write docs/model_card.md
 """
@@ -80,8 +81,13 @@ def _parser(settings: TrainSettings) -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     label_args(train, defaults=True)
 
-    ev = sub.add_parser("evaluate", help="score artifacts and persistence on recordings")
-    ev.add_argument("--data", nargs="+", type=Path, required=True)
+    ev = sub.add_parser("evaluate", help="score artifacts and persistence on recordings, or "
+                        "read the live evaluator's labelled predictions")
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", nargs="+", type=Path, help="recordings (files or folders)")
+    source.add_argument("--labelled", nargs="+", type=Path,
+                        help="labelled predictions: Parquet of the evaluator's sink or "
+                        "NDJSON of predictions.labelled (files or folders)")
     ev.add_argument("--models", type=Path, default=settings.models_dir)
     ev.add_argument("--out", type=Path, required=True)
     ev.add_argument("--include-warmup", action="store_true")
@@ -143,6 +149,18 @@ def _train(args: argparse.Namespace, settings: TrainSettings) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from cryptovol_training.evaluate import evaluate
+
+    if args.labelled:
+        from cryptovol_training.labelled import evaluate_labelled
+
+        report = evaluate_labelled(args.labelled)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps({"out": str(args.out), "graded": report["graded"],
+                          "scorers": [{k: s.get(k) for k in ("role", "model_version", "pr_auc",
+                                                             "f1", "labelled")}
+                                      for s in report["scorers"]]}, indent=2))
+        return 0
 
     explicit = any(getattr(args, a) is not None for a in
                    ("horizon", "window", "lookback", "quantile", "min_history"))

@@ -17,6 +17,7 @@ from cryptovol.runtime.logs import get_logger
 from cryptovol_api import metrics
 from cryptovol_api.buildinfo import API_VERSION, resolve_git_sha
 from cryptovol_api.docs_offline import install_offline_docs
+from cryptovol_api.drift import DriftMonitor
 from cryptovol_api.kafka_probe import KafkaProbe
 from cryptovol_api.middleware import MetricsMiddleware
 from cryptovol_api.model import ModelState, OutsideDomain, Scorer, load_model, load_shadows
@@ -150,6 +151,9 @@ def create_app(
         rows_scored = metrics.ROWS_SCORED.labels(scorer.variant, scorer.version)
         spikes_total = metrics.SPIKES.labels(scorer.variant, scorer.version)
         inference = metrics.INFERENCE_LATENCY.labels(scorer.variant)
+        drift = metrics.watch_drift(DriftMonitor(
+            getattr(scorer.artifact.metadata, "reference", None), scorer.features, scorer.version,
+            settings.drift_window_s))
         model_fields = {
             "threshold": scorer.threshold,
             "model_variant": scorer.variant,
@@ -269,6 +273,7 @@ def create_app(
         if n_spikes:
             spikes_total.inc(n_spikes)
         metrics.SCORES.observe_many(scorer.variant, scorer.version, scores)
+        drift.add(prepared.X, scores)
         warnings = scorer.warnings(prepared)
         if warnings:
             metrics.ROWS_WITHOUT_INPUTS.inc(prepared.n_without_inputs)

@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -173,3 +174,15 @@ def set_model(info: dict[str, str] | None) -> None:
         info["model_name"], info["model_version"], info["model_variant"], info["sha256"]
     ).set(1)
     MODEL_LOADED.set(1)
+
+
+_drift: list[Collector] = []
+
+
+def watch_drift(monitor: Any) -> Any:
+    """Export ``monitor``'s drift gauges (replacing an earlier app's, e.g. in tests)."""
+    for old in _drift:
+        REGISTRY.unregister(old)
+    _drift[:] = [monitor]
+    REGISTRY.register(monitor)
+    return monitor

@@ -32,6 +32,8 @@ class ApiSettings(ServiceSettings):
     kafka_check_interval_s: float = Field(15.0, gt=0)
     kafka_check_timeout_s: float = Field(2.0, gt=0)
     model_threads: int = Field(1, ge=1, description="BLAS/OpenMP threads for model calls")
+    drift_window_s: float = Field(
+        900.0, gt=0, description="input and score drift (PSI) over the rows of this long")
     git_sha: str = Field("", description="build commit; empty means ask git at start-up")
 
     @property

@@ -9,19 +9,17 @@ partial file, and no file is ever opened again.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cryptovol.core.features import FEATURE_NAMES, StepResult
 from cryptovol.core.ticks import Tick
+from cryptovol.runtime.parquet import DAY_US, partition_dir, write_new_file
 
 #: Columns of the streaming files: the offline table's, without ``segment_id``
 #: (a counter since the process started, so not stable across restarts).
@@ -31,24 +29,6 @@ SCHEMA = pa.schema(
      ("price", pa.float64()), ("warmup", pa.bool_())]
     + [(name, pa.float64()) for name in FEATURE_NAMES]
 )
-_DAY_US = 86_400_000_000
-
-
-def partition_dir(root: Path, product_id: str, event_us: int) -> Path:
-    day = datetime.fromtimestamp(event_us // _DAY_US * 86_400, UTC).strftime("%Y-%m-%d")
-    return root / f"product={product_id}" / f"date={day}"
-
-
-def write_new_file(folder: Path, name: str, table: pa.Table) -> Path:
-    """Write ``table`` to ``folder/name`` atomically; refuse to replace a file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / name
-    if final.exists():
-        raise FileExistsError(final)
-    tmp = folder / f".{name}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, final)
-    return final
 
 
 class ParquetSink:
@@ -74,7 +54,7 @@ class ParquetSink:
         if not self._count:
             self._since = self._clock()
         for tick, res in rows:
-            self._rows.setdefault((tick.product_id, res.time_us // _DAY_US), []).append(
+            self._rows.setdefault((tick.product_id, res.time_us // DAY_US), []).append(
                 (tick, res))
         self._count += len(rows)
 

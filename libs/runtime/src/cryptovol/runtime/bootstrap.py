@@ -33,11 +33,13 @@ def run_stream_stage(
     outputs: Sequence[str],
     build: Build,
     lag_gauge: Any = None,
+    lag_by_topic: bool = False,
     read_back: bool = False,
 ) -> None:
     """Run ``build``'s stage and sinks on a worker consuming ``config.inputs`` in
     consumer group ``group`` until shutdown. ``read_back`` gives the worker a
-    group-less reader for restoring state from history."""
+    group-less reader for restoring state from history. ``lag_by_topic``: the lag
+    gauge is labelled by topic and partition (a stage with several inputs)."""
     shutdown = Shutdown()
     worker: StreamWorker | None = None
     started = time.monotonic()
@@ -61,7 +63,8 @@ def run_stream_stage(
     try:
         stage, sinks = build(clients)
         worker = StreamWorker(config, clients.consumer, clients.producer, stage, sinks,
-                              shutdown=shutdown, reader=clients.reader, lag_gauge=lag_gauge)
+                              shutdown=shutdown, reader=clients.reader, lag_gauge=lag_gauge,
+                              lag_by_topic=lag_by_topic)
         tune_gc()
         worker.run()
     finally:

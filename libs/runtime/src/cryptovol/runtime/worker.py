@@ -182,6 +182,7 @@ class StreamWorker:
         shutdown: Shutdown,
         reader: Any = None,
         lag_gauge: Any = None,
+        lag_by_topic: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -193,6 +194,7 @@ class StreamWorker:
         self.history = History(reader, clock) if reader is not None else None
         self.dead_letters = DeadLetter(producer)
         self.lag_gauge = lag_gauge
+        self.lag_by_topic = lag_by_topic  # the gauge's labels: (topic, partition), not (partition,)
         self._clock = clock
         self.backoff = Backoff(config.retry_base_s, config.retry_max_s)
         self.assigned: set[TopicPartition] = set()
@@ -203,7 +205,7 @@ class StreamWorker:
         self._in_flight: deque[_Pending] = deque()
         self._generation = 0
         self._next_lag_at = 0.0
-        self._lag_partitions: set[int] = set()
+        self._lag_partitions: set[tuple[str, ...]] = set()
         self._interrupted = False
 
     # -- group membership ------------------------------------------------------
@@ -478,10 +480,12 @@ class StreamWorker:
                 end = ends.get(tp)
                 if position is None or end is None:
                     continue
-                self.lag_gauge.labels(str(tp.partition)).set(max(0, end - position))
-                seen.add(tp.partition)
+                labels = (tp.topic, str(tp.partition)) if self.lag_by_topic \
+                    else (str(tp.partition),)
+                self.lag_gauge.labels(*labels).set(max(0, end - position))
+                seen.add(labels)
             for gone in self._lag_partitions - seen:
-                self.lag_gauge.remove(str(gone))
+                self.lag_gauge.remove(*gone)
             self._lag_partitions = seen
         except (KafkaError, KeyError, ValueError, TypeError) as exc:
             log.debug("lag not updated", extra={"error": repr(exc)})

@@ -11,27 +11,32 @@ bounded by the longest window. Beside the segment, each product keeps the
 which spans gaps as the label's ``tau`` does; a row is warm-up until both the
 300 s window is full and the context is warm.
 
-Tick acceptance (deterministic, in arrival order per product):
-
-1. a ``record_id`` already held in the product's buffer: dropped (``duplicate``);
-2. older than the last accepted event time by more than ``jump_s``: a
-   backwards clock jump, the state resets and a new segment starts (``jump``);
-3. older by more than ``grace_s``: dropped (``late``);
-4. older by at most ``grace_s``: accepted, its time clamped to the last event
-   time (``out_of_order``);
-5. newer by more than ``gap_s``: the state resets, a new segment starts (``gap``);
-6. otherwise accepted (``ok``).
+Which ticks count, at what time and in which segment is decided by
+:class:`~cryptovol.core.features.gate.TickGate` (duplicate, late, out of order,
+gap, clock jump), the rules the live evaluator's labels follow too.
 """
 
 from __future__ import annotations
 
 import math
-from itertools import islice
 from typing import NamedTuple
 
 from cryptovol.core.features.config import FeatureConfig
 from cryptovol.core.features.context import LOGSTD_FLOOR, RV_FLOOR, RvContext
 from cryptovol.core.features.exact import INV_SCALE, INV_SCALE2, SCALE
+from cryptovol.core.features.gate import (
+    DROPPED,
+    DUPLICATE,
+    FIRST,
+    GAP,
+    JUMP,
+    LATE,
+    MALFORMED,
+    NEW_SEGMENT,
+    OK,
+    OUT_OF_ORDER,
+    TickGate,
+)
 from cryptovol.core.features.names import (
     FEATURE_NAMES,
     INDEX,
@@ -62,12 +67,6 @@ _log = math.log
 _sqrt = math.sqrt
 _COMPACT_MIN = 1024  # drop consumed list heads in chunks of at least this many
 
-# outcomes of the last update (also the metric reasons of dropped ticks)
-OK, OUT_OF_ORDER, GAP, JUMP, FIRST = "ok", "out_of_order", "gap", "jump", "first"
-DUPLICATE, LATE, MALFORMED = "duplicate", "late", "malformed"
-DROPPED = frozenset({DUPLICATE, LATE, MALFORMED})
-
-
 class StepResult(NamedTuple):
     """What one accepted tick produced."""
 
@@ -91,9 +90,7 @@ class _Product:
         "c_sp",
         "hi",
         "hi_ptr",
-        "ids",
         "last",
-        "last_received",
         "lo",
         "lo_ptr",
         "n",
@@ -109,13 +106,11 @@ class _Product:
         self.segment = segment
         self.seg_start = 0
         self.last = 0
-        self.last_received = 0
         self.n = 0  # segment index of the next tick
         self.base = 0  # segment index of element 0 of the per-tick lists
         self.prev_q = 0  # |r| of the previous tick at scale 2**S (0 if none)
         self.times: list[int] = []
         self.prices: list[float] = []
-        self.ids: dict[str, None] = {}  # record ids of the listed ticks, in order
         # prefix sums: element j holds the sum over segment indices < base + j
         self.c_r = [0]  # q(r)                      scale 2**S
         self.c_rr = [0]  # q(r)**2                  scale 2**2S
@@ -138,9 +133,6 @@ class _Product:
         # keep the tick before the longest window: reference of its log return
         k = self.starts[-1] - 1 - self.base
         if k >= _COMPACT_MIN and k * 2 >= len(self.times):
-            ids = self.ids
-            for rid in list(islice(ids, k)):
-                del ids[rid]
             for seq in (self.times, self.prices, self.c_r, self.c_rr, self.c_bp,
                         self.c_sp, self.c_nsp, self.c_im, self.c_nim):
                 del seq[:k]
@@ -164,12 +156,9 @@ class FeatureEngine:
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
         self.config = config or FeatureConfig()
-        self._gap = self.config.gap_us
-        self._grace = self.config.grace_us
-        self._jump = self.config.jump_us
+        self._gate = TickGate(self.config)
         self._products: dict[str, _Product] = {}
         self._contexts: dict[str, RvContext] = {}  # span gaps; cleared by a clock jump
-        self._segments: dict[str, int] = {}
         self.last_outcome: str = OK
 
     # -- inspection -------------------------------------------------------------
@@ -207,51 +196,25 @@ class FeatureEngine:
         else:
             self._products.pop(product_id, None)
             self._contexts.pop(product_id, None)
+        self._gate.reset(product_id)
 
     # -- updates ----------------------------------------------------------------
-    def _new_segment(self, product_id: str) -> _Product:
-        seg = self._segments.get(product_id, -1) + 1
-        self._segments[product_id] = seg
-        st = _Product(seg)
-        self._products[product_id] = st
-        return st
-
     def step(self, tick: Tick) -> StepResult | None:
         """Feed one tick. Returns ``None`` when the tick is dropped (see
         ``last_outcome``)."""
         record_id, product_id, t, received, price, bid, ask, bid_qty, ask_qty = tick[:9]
-        if not 0 < price < math.inf:
-            self.last_outcome = MALFORMED
-            return None
-        st = self._products.get(product_id)
-        if st is None:
-            st = self._new_segment(product_id)
-            outcome = FIRST
-        else:
-            last = st.last
-            if t < last - self._grace:
-                # A backwards clock jump is older than the jump limit yet freshly
-                # received; a redelivered old tick was received long ago, too.
-                if t < last - self._jump and received is not None \
-                        and received >= st.last_received:
-                    st = self._new_segment(product_id)
-                    self._contexts.pop(product_id, None)  # it holds the future now
-                    outcome = JUMP
-                else:
-                    self.last_outcome = DUPLICATE if record_id in st.ids else LATE
-                    return None
-            elif record_id in st.ids:
-                self.last_outcome = DUPLICATE
-                return None
-            elif t < last:
-                t = last
-                outcome = OUT_OF_ORDER
-            elif t - last > self._gap:
-                st = self._new_segment(product_id)
-                outcome = GAP
-            else:
-                outcome = OK
+        gate = self._gate
+        outcome = gate.admit(record_id, product_id, t, received, price)
         self.last_outcome = outcome
+        if outcome in DROPPED:
+            return None
+        t = gate.time_us
+        if outcome in NEW_SEGMENT:
+            st = self._products[product_id] = _Product(gate.segment)
+            if outcome == JUMP:
+                self._contexts.pop(product_id, None)  # it holds the future now
+        else:
+            st = self._products[product_id]
 
         # ---- append the tick -------------------------------------------------
         i = st.n
@@ -267,12 +230,9 @@ class FeatureEngine:
             q = qa = bp = 0
         st.prev_q = qa
         st.last = t
-        if received is not None:
-            st.last_received = received
         st.n = i + 1
         times.append(t)
         prices.append(price)
-        st.ids[record_id] = None
         c_r, c_rr, c_bp = st.c_r, st.c_rr, st.c_bp
         c_r.append(c_r[-1] + q)
         c_rr.append(c_rr[-1] + q * q)
