@@ -14,14 +14,15 @@ from kafka.structs import TopicPartition
 from pipeline_procs import REPO_ROOT, Child, wait_http
 from prometheus_client import REGISTRY
 
-from cryptovol.core.schemas import FeatureRow, PredictionRecord, to_json_bytes, utc_now
+from cryptovol.core.codec import encode_record
+from cryptovol.core.schemas import FeatureRow, PredictionRecord
+from cryptovol.core.timestamps import from_micros, now_micros
 from cryptovol.devtools.net import free_port
-from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.runtime.kafka import Clients, ensure_topics, make_consumer, make_producer
 from cryptovol.runtime.lifecycle import Shutdown
-from cryptovol_consumer.client import PredictClient
-from cryptovol_consumer.service import PredictionService
+from cryptovol.runtime.worker import StreamWorker
+from cryptovol_consumer.main import build
 from cryptovol_consumer.settings import ConsumerSettings
-from cryptovol_consumer.sink import FileSink, KafkaSink
 
 N_ROWS = 120
 
@@ -57,6 +58,7 @@ def test_refused_prediction_records_fall_back_to_files(
         batch_size=40,
         batch_linger_ms=50,
         prediction_log_dir=tmp_path / "logs" / "predictions",
+        log_predictions=True,
     )
     ensure_topics(settings, [settings.topic_features])
     # The prediction topic refuses every record: each is larger than it allows.
@@ -70,35 +72,33 @@ def test_refused_prediction_records_fall_back_to_files(
     producer = make_producer(settings)
     ids = []
     for i in range(N_ROWS):
-        now = utc_now()
+        now = from_micros(now_micros())
         row = FeatureRow(
             record_id=f"BTC-USD:{i}:0", product_id="BTC-USD", event_time=now, receive_time=now,
             warmup=False, features={"vol_ratio_60_300": 0.5 + i / N_ROWS},
         )  # fmt: skip
-        producer.send(settings.topic_features, key=b"BTC-USD", value=to_json_bytes(row))
+        producer.send(settings.topic_features, key=b"BTC-USD", value=encode_record(row))
         ids.append(row.record_id)
     producer.flush()
 
-    consumer = make_consumer(settings, settings.consumer_group, [settings.topic_features])
+    consumer = make_consumer(settings, settings.consumer_group)
     shutdown = Shutdown(install=False)
-    sink = KafkaSink(
-        producer, settings.topic_predictions, FileSink(settings.prediction_log_dir), 10
-    )
-    client = PredictClient(settings.api_url)
-    service = PredictionService(settings, consumer, producer, client, sink, shutdown)
+    stage, [predictor] = build(settings, Clients(consumer, producer))  # as main wires it
+    worker = StreamWorker(settings.worker_config(), consumer, producer, stage, [predictor],
+                          shutdown=shutdown)
     before = _fallbacks()
-    worker = threading.Thread(target=service.run, daemon=True)
-    worker.start()
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
     try:
         deadline = time.monotonic() + 120
-        while service.stats.predicted < N_ROWS and time.monotonic() < deadline:
+        while predictor.predicted < N_ROWS and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         shutdown.request()
-        worker.join(timeout=60)
-        client.close()
+        thread.join(timeout=60)
+        predictor.close()
 
-    assert service.stats.predicted == N_ROWS
+    assert predictor.predicted == N_ROWS
     files = list(settings.prediction_log_dir.glob("predictions-*.ndjson"))
     assert len(files) == 1
     stored = [PredictionRecord.model_validate_json(x) for x in files[0].read_bytes().splitlines()]

@@ -4,6 +4,7 @@ for 10 s mid-stream; warm-up rows are skipped and malformed rows dead-lettered."
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ import pytest
 from kafka.structs import TopicPartition
 from pipeline_procs import REPO_ROOT, Child, wait_http
 
+from cryptovol.core.codec import encode_row
 from cryptovol.core.features import FeatureEngine
-from cryptovol.core.schemas import PredictionRecord, to_json_bytes
+from cryptovol.core.schemas import PredictionRecord
 from cryptovol.devtools.net import free_port
 from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
 from cryptovol.runtime.recordings import open_recordings, read_ticks
@@ -28,16 +30,17 @@ OUTAGE_S = 10.0
 
 
 def feature_rows(n: int) -> list[bytes]:
-    """The first ``n`` warm feature rows of a bundled recording, as Kafka values."""
+    """The first ``n`` warm feature rows of the bundled recordings of 2025-12-06 (a row
+    is warm once 30 minutes of context lie behind it), as Kafka values."""
     recordings = open_recordings(
-        [REPO_ROOT / "data/coinbase-ticker/ticks_BTCUSD_20251201_000100.ndjson.gz"]
+        sorted((REPO_ROOT / "data/coinbase-ticker").glob("ticks_BTCUSD_20251206_0*.ndjson.gz"))
     )
     engine = FeatureEngine()
     out: list[bytes] = []
     for tick in read_ticks(recordings):
-        row = engine.update(tick)
-        if row is not None and not row.warmup:
-            out.append(to_json_bytes(row))
+        res = engine.step(tick)
+        if res is not None and not res.warmup:
+            out.append(encode_row(tick, res))
             if len(out) == n:
                 break
     assert len(out) == n
@@ -49,8 +52,8 @@ def warmup_rows(n: int) -> list[bytes]:
         [REPO_ROOT / "data/coinbase-ticker/ticks_BTCUSD_20251130_235611.ndjson.gz"]
     )
     engine = FeatureEngine()
-    rows = [engine.update(t) for t in read_ticks(recordings)]
-    warm = [to_json_bytes(r) for r in rows if r is not None and r.warmup]
+    steps = [(t, engine.step(t)) for t in read_ticks(recordings)]
+    warm = [encode_row(t, res) for t, res in steps if res is not None and res.warmup]
     return warm[:n]
 
 
@@ -195,7 +198,8 @@ def test_every_row_is_predicted_through_an_api_outage(
     assert predicted == expected  # warm-up rows were skipped, nothing else was scored
     assert all(r.key == b"BTC-USD" for r in records)
     sample = PredictionRecord.model_validate_json(records[0].value)
-    assert sample.model_variant == "ml" and sample.model_version == "v1.0-random_forest"
+    served = json.loads((REPO_ROOT / "models/artifacts/random_forest/metadata.json").read_text())
+    assert sample.model_variant == "ml" and sample.model_version == served["version"]
     assert sample.spike == (sample.score >= sample.threshold)
 
     dead = read_topic(kafka_settings, kafka_settings.topic_features + ".dlq", 5)

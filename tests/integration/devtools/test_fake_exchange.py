@@ -14,6 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from cryptovol.core.timestamps import format_micros
 from cryptovol.devtools.fake_exchange import FakeExchange
 from cryptovol.runtime.recordings import open_recordings, read_ticks
 
@@ -57,7 +58,7 @@ def test_subscribe_ack_snapshot_updates_sequence_and_timestamps() -> None:
     # the envelope carries the recorded tick time and the untouched recorded ticker
     offline = list(read_ticks(open_recordings([ONE])))[: len(tickers)]
     assert [m["timestamp"][:26] for m in tickers] == [
-        t.event_time.strftime("%Y-%m-%dT%H:%M:%S.%f") for t in offline]
+        format_micros(t.event_us)[:26] for t in offline]
     assert [float(m["events"][0]["tickers"][0]["price"]) for m in tickers] == [
         t.price for t in offline]
 

@@ -11,27 +11,29 @@ from pathlib import Path
 import pandas as pd
 from kafka import KafkaConsumer
 
+from cryptovol.core.codec import encode_tick
 from cryptovol.core.features import FEATURE_NAMES
-from cryptovol.core.schemas import FeatureRow, RawTick, to_json_bytes
+from cryptovol.core.schemas import FeatureRow
+from cryptovol.core.ticks import Tick
 from cryptovol.runtime.kafka import make_producer
 from cryptovol.runtime.recordings import open_recordings, read_ticks
 from cryptovol.runtime.settings import ServiceSettings
 
 
-def recorded_ticks(recordings_dir: Path) -> list[RawTick]:
+def recorded_ticks(recordings_dir: Path) -> list[Tick]:
     return list(read_ticks(open_recordings([recordings_dir])))
 
 
-def relabel(ticks: Iterable[RawTick], product: str) -> list[RawTick]:
+def relabel(ticks: Iterable[Tick], product: str) -> list[Tick]:
     """The same market data as another product (to fill several partitions)."""
     out = []
     for t in ticks:
         rid = product + t.record_id[len(t.product_id):]
-        out.append(t.model_copy(update={"product_id": product, "record_id": rid}))
+        out.append(t._replace(product_id=product, record_id=rid))
     return out
 
 
-def produce(settings: ServiceSettings, ticks: Iterable[RawTick], extra: Iterable[bytes] = (),
+def produce(settings: ServiceSettings, ticks: Iterable[Tick], extra: Iterable[bytes] = (),
             per_second: float | None = None) -> int:
     """Send ticks keyed by product (optionally paced), plus raw ``extra`` messages."""
     producer = make_producer(settings)
@@ -40,7 +42,7 @@ def produce(settings: ServiceSettings, ticks: Iterable[RawTick], extra: Iterable
     try:
         for tick in ticks:
             producer.send(settings.topic_raw, key=tick.product_id.encode(),
-                          value=to_json_bytes(tick))
+                          value=encode_tick(tick))
             sent += 1
             if per_second and sent % 200 == 0:
                 ahead = sent / per_second - (time.monotonic() - started)

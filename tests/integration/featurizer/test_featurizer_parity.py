@@ -20,12 +20,12 @@ from kafka import KafkaConsumer
 
 from cryptovol.core.features import features_frame
 from cryptovol.runtime.health import serve_http
-from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
+from cryptovol.runtime.kafka import Clients, ensure_topics, make_consumer, make_producer
 from cryptovol.runtime.lifecycle import Shutdown
 from cryptovol.runtime.settings import ServiceSettings
-from cryptovol_featurizer.service import Featurizer
+from cryptovol.runtime.worker import StreamWorker
+from cryptovol_featurizer.main import build
 from cryptovol_featurizer.settings import FeaturizerSettings
-from cryptovol_featurizer.sink import ParquetSink
 
 MALFORMED = [b"not json", b'{"record_id": "x", "product_id": "BTC-USD"}']
 
@@ -39,27 +39,26 @@ def featurizer_settings(kafka_settings: ServiceSettings, unique_name: str,
 
 
 class InProcess:
-    """The service's loop in a thread, on real Kafka clients."""
+    """The service, wired as its main wires it, in a thread on real Kafka clients."""
 
-    def __init__(self, settings: FeaturizerSettings, sink: ParquetSink | None) -> None:
+    def __init__(self, settings: FeaturizerSettings) -> None:
         self.shutdown = Shutdown(install=False)
-        self.consumer = make_consumer(settings, settings.consumer_group)
-        self.producer = make_producer(settings)
-        self.reader = make_consumer(settings, None)
-        self.service = Featurizer(settings, self.consumer, self.producer, self.reader,
-                                  self.shutdown, sink)
-        self.thread = threading.Thread(target=self.service.run, daemon=True)
+        self.clients = Clients(make_consumer(settings, settings.consumer_group),
+                               make_producer(settings), make_consumer(settings, None))
+        stage, sinks = build(settings, self.clients)
+        self.worker = StreamWorker(settings.worker_config(), self.clients.consumer,
+                                   self.clients.producer, stage, sinks, shutdown=self.shutdown,
+                                   reader=self.clients.reader)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
 
-    def __enter__(self) -> Featurizer:
+    def __enter__(self) -> StreamWorker:
         self.thread.start()
-        return self.service
+        return self.worker
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown.request()
         self.thread.join(timeout=60)
-        self.consumer.close(autocommit=False)
-        self.reader.close()
-        self.producer.close(timeout=10)
+        self.clients.close(10)
 
 
 @pytest.mark.slow
@@ -68,11 +67,11 @@ def test_stream_equals_offline_on_the_bundled_recordings(
 ) -> None:
     ticks = recorded_ticks(recordings_dir)
     frame = features_frame(ticks)
-    settings = featurizer_settings(kafka_settings, unique_name, parquet_flush_s=2.0)
+    settings = featurizer_settings(kafka_settings, unique_name, parquet_flush_s=2.0,
+                                   parquet_max_rows=20_000, parquet_dir=tmp_path / "stream")
     ensure_topics(settings, [settings.topic_raw, settings.topic_features])
     produce(settings, ticks, extra=MALFORMED)
-    sink = ParquetSink(tmp_path / "stream", max_rows=20_000, flush_s=2.0)
-    with InProcess(settings, sink) as service:
+    with InProcess(settings) as service:
         server = serve_http(0, service.health, host="127.0.0.1")
         try:
             rows = read_rows(settings, settings.topic_features, want=len(frame))

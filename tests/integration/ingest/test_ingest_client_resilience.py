@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptovol.core.schemas import RawTick
+from cryptovol.core.ticks import Tick
 from cryptovol.devtools.fake_exchange import FakeExchange, Faults
 from cryptovol_ingest.client import CoinbaseClient
 from cryptovol_ingest.handler import MessageHandler
@@ -20,10 +20,10 @@ ONE = REPO / "data" / "coinbase-ticker" / "ticks_BTCUSD_20251130_235646.ndjson.g
 
 class Sink:
     def __init__(self) -> None:
-        self.ticks: list[RawTick] = []
+        self.ticks: list[Tick] = []
         self.dead: list[bytes] = []
 
-    def offer_ticks(self, ticks: list[RawTick], received: float) -> bool:
+    def offer_ticks(self, ticks: list[Tick], received_us: int) -> bool:
         self.ticks.extend(ticks)
         return True
 

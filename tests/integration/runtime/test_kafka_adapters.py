@@ -9,7 +9,9 @@ from collections import defaultdict
 
 from kafka import TopicPartition
 
-from cryptovol.core.schemas import RawTick, to_json_bytes, utc_now
+from cryptovol.core.codec import decode_tick, encode_tick
+from cryptovol.core.ticks import Tick
+from cryptovol.core.timestamps import now_micros
 from cryptovol.runtime.kafka import (
     DeadLetter,
     broker_reachable,
@@ -165,23 +167,16 @@ def test_dead_letters_keep_the_raw_bytes_and_the_reason(kafka_settings):
 def test_json_records_round_trip_through_the_broker(kafka_settings):
     topic = kafka_settings.topic_raw
     ensure_topics(kafka_settings, [topic])
-    now = utc_now()
-    tick = RawTick(
-        record_id="BTC-USD:1:0",
-        product_id="BTC-USD",
-        event_time=now,
-        receive_time=now,
-        price=90000.5,
-        best_bid=90000.0,
-        best_ask=90001.0,
-    )
+    now = now_micros()
+    tick = Tick(record_id="BTC-USD:1:0", product_id="BTC-USD", event_us=now, receive_us=now,
+                price=90000.5, best_bid=90000.0, best_ask=90001.0)
     producer = make_producer(kafka_settings)
-    producer.send(topic, key=b"BTC-USD", value=to_json_bytes(tick)).get(30)
+    producer.send(topic, key=b"BTC-USD", value=encode_tick(tick)).get(30)
     producer.close()
     consumer = make_consumer(kafka_settings, "json", [topic])
     (record,) = _drain(consumer, 1)
     consumer.close()
-    assert RawTick.model_validate_json(record.value) == tick
+    assert decode_tick(record.value) == tick
 
 
 def test_reachability_check_is_real(kafka_broker):

@@ -59,14 +59,20 @@ def test_evaluate_scores_every_artifact_on_unseen_recordings(tmp_path: Path) -> 
         for key in ("pr_auc", "roc_auc", "brier", "prevalence"):
             assert metrics[key] is not None and math.isfinite(metrics[key]), (name, key)
         assert 0.0 <= metrics["brier"] <= 1.0
-        assert {"precision", "recall", "f1", "threshold"} <= set(metrics)
+        assert {"precision", "recall", "f1", "flag_rate", "threshold"} <= set(metrics)
+        assert sum(b["n"] for b in metrics["blocks"]) == report["rows"]  # block by block too
+    assert len(report["blocks"]) == 3
+    served = report["models"]["logistic_regression"]
+    assert set(served["vs_persistence"]["checks"]) == {
+        "pr_auc_vs_persistence", "pr_auc_vs_prevalence", "f1_vs_persistence",
+        "flag_rate_within_half_to_twice_spike_rate", "brier_below_persistence"}
 
 
 def test_evaluate_with_another_label_and_a_broken_artifact(tmp_path: Path) -> None:
     import shutil
 
     recording = tmp_path / "ticks.ndjson.gz"
-    write_recording(recording, minutes=20, seed=3)
+    write_recording(recording, minutes=36, seed=3)  # rows are warm after 29 min of context
     models = tmp_path / "models"
     shutil.copytree(MODELS, models)
     rule = models / "baseline" / "rule.json"

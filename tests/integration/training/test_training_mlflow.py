@@ -18,6 +18,7 @@ from cryptovol_training.tracking import EXPERIMENT, REGISTERED_MODEL
 
 SMALL = ["--lookback", "600", "--blocks", "4", "--quiet",
          "--models", "logistic_regression,random_forest"]
+ARTIFACTS = {"logistic_regression", "random_forest", "baseline", "persistence_rule"}
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +51,15 @@ def test_run_metrics_params_and_plots_are_tracked(mlflow_server: str, trained: P
     history = client.get_metric_history(run.info.run_id, "random_forest.fold.n")
     assert sorted(m.step for m in history) == [0, 1]  # one value per fold
     plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert {"pr_curves.png", "calibration.png", "feature_importance.png",
-            "score_by_regime.png"} <= plots
+    assert {"pr_curves.png", "reliability_walk_forward.png", "feature_importance.png",
+            "score_by_regime.png", "reliability_final_test.png",
+            "pr_curves_final_test.png"} <= plots
     logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "models")}
-    assert logged == {"logistic_regression", "random_forest", "baseline"}
+    assert logged == ARTIFACTS
+    # the locked final test is tracked beside walk-forward, from the same report
+    final = report["final_test"]["models"]["logistic_regression"]["overall"]
+    assert metrics["logistic_regression.final_test.n"] == final["n"] > 0
+    assert tags["served"] == report["served"]
 
 
 def test_versions_and_aliases_are_registered(mlflow_server: str, trained: Path,
@@ -61,20 +67,19 @@ def test_versions_and_aliases_are_registered(mlflow_server: str, trained: Path,
     client = MlflowClient(mlflow_server)
     report = json.loads((trained / "walk_forward.json").read_text())
     versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
-    assert {v.tags["artifact"] for v in versions} == {
-        "logistic_regression", "random_forest", "baseline"}
+    assert {v.tags["artifact"] for v in versions} == ARTIFACTS
     champion = client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
     challenger = client.get_model_version_by_alias(REGISTERED_MODEL, "challenger")
-    assert champion.tags["artifact"] == report["champion"]
+    assert champion.tags["artifact"] == report["served"]  # the model the evidence serves
     assert challenger.tags["artifact"] == report["challenger"]
     assert champion.version != challenger.version
     # the registered champion is a complete artifact that loads and scores like the local one
     folder = Path(download_artifacts(f"models:/{REGISTERED_MODEL}@champion",
                                      dst_path=str(tmp_path)))
     remote = load_artifact(folder)
-    local = load_artifact(trained / report["champion"])
+    local = load_artifact(trained / report["served"])
     assert remote.metadata.sha256 == local.metadata.sha256 == champion.tags["sha256"]
-    X = np.random.default_rng(0).lognormal(-7, 0.5, size=(50, len(local.metadata.features)))
+    X = np.random.default_rng(0).lognormal(-1, 0.5, size=(50, len(local.metadata.features)))
     np.testing.assert_allclose(remote.score(X), local.score(X), rtol=1e-12)  # BLAS order
 
 
@@ -86,7 +91,7 @@ def test_register_command_adds_versions_and_moves_aliases(mlflow_server: str,
                  "--champion", "random_forest", "--challenger", "logistic_regression"])
     assert code == 0
     after = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
-    assert len(after) == before + 3
+    assert len(after) == before + len(ARTIFACTS)
     champion = client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
     challenger = client.get_model_version_by_alias(REGISTERED_MODEL, "challenger")
     assert champion.tags["artifact"] == "random_forest"

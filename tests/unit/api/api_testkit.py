@@ -9,7 +9,8 @@ import numpy as np
 from fastapi.testclient import TestClient
 from sklearn.linear_model import LogisticRegression
 
-from cryptovol.runtime.artifacts import ZScoreRule, save_artifact
+from cryptovol.core.scoring import ZScoreRule
+from cryptovol.runtime.artifacts import save_artifact
 from cryptovol_api.app import create_app
 from cryptovol_api.kafka_probe import KafkaProbe
 from cryptovol_api.settings import ApiSettings

@@ -16,9 +16,10 @@ from cryptovol_api.fast_linear import CompiledLinear, compile_linear
 from cryptovol_api.model import Scorer
 
 
-def _data(n: int = 800, k: int = 4, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def _data(n: int = 800, k: int = 4, seed: int = 1,
+          spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    X = rng.lognormal(size=(n, k)) * rng.choice([1e-4, 1.0, 1e3], size=k)
+    X = rng.lognormal(sigma=spread, size=(n, k)) * rng.choice([1e-4, 1.0, 1e3], size=k)
     y = ((np.log(X[:, 0]) - np.log(X[:, 1]) + rng.normal(size=n)) > 0.5).astype(int)
     return X, y
 
@@ -38,12 +39,13 @@ PIPELINES = [
 
 
 @pytest.mark.parametrize("factory", PIPELINES)
-def test_compiled_linear_equals_predict_proba(factory: object) -> None:
-    X, y = _data()
+@pytest.mark.parametrize("spread", [1.0, 0.2])  # narrow: x - mean would go below -scale
+def test_compiled_linear_equals_predict_proba(factory: object, spread: float) -> None:
+    X, y = _data(spread=spread)
     model = factory().fit(X, y)  # type: ignore[operator]
     compiled = compile_linear(model)
     assert isinstance(compiled, CompiledLinear)
-    probe, _ = _data(n=3000, seed=7)
+    probe, _ = _data(n=3000, seed=7, spread=spread)
     for batch in (probe, probe[:1], probe[:0]):
         expected = model.predict_proba(batch)[:, 1] if len(batch) else np.empty(0)
         np.testing.assert_allclose(compiled(batch), expected, rtol=1e-12, atol=1e-15)

@@ -125,7 +125,8 @@ def test_version_describes_the_loaded_model(models_dir: Path) -> None:
 
 
 def test_single_feature_model(tmp_path: Path) -> None:
-    from cryptovol.runtime.artifacts import ZScoreRule, save_artifact
+    from cryptovol.core.scoring import ZScoreRule
+    from cryptovol.runtime.artifacts import save_artifact
 
     rule = ZScoreRule(feature="vol_ratio_60_300", center=1.0, scale=0.25, log=False)
     save_artifact(tmp_path / "baseline", rule, version="v-one", variant="baseline",

@@ -12,6 +12,7 @@ from api_testkit import ML_FEATURES, make_client
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
+from cryptovol.core.features import FEATURE_NAMES
 from cryptovol.runtime.artifacts import load_artifact
 
 JSON = {"content-type": "application/json"}
@@ -198,13 +199,16 @@ def test_too_many_rows_is_413(models_dir: Path) -> None:
 
 def test_default_limit_is_1000_rows(client: TestClient) -> None:
     assert client.post("/predict", json={"rows": [{"n": 1}] * 1000}).status_code == 200
+    # ... of full featurizer rows: every feature named, at full float precision
+    full = {name: 1.2345678901234567e-05 for name in FEATURE_NAMES}
+    assert client.post("/predict", json={"rows": [full] * 1000}).status_code == 200
     r = client.post("/predict", json={"rows": [{"n": 1}] * 1001})
     assert r.status_code == 413 and r.json()["error"] == "too_many_rows"
 
 
 def test_body_over_limit_is_413_with_and_without_content_length(client: TestClient) -> None:
-    big = b'{"rows":[' + b",".join([b'{"rv_60s":1.0}'] * 80_000) + b"]}"
-    assert len(big) > 1_000_000
+    big = b'{"rows":[' + b",".join([b'{"rv_60s":1.0}'] * 300_000) + b"]}"
+    assert len(big) > 4_000_000
     before = _sample("cryptovol_api_errors_total", reason="body_too_large")
     r = client.post("/predict", content=big, headers=JSON)
     assert r.status_code == 413 and r.json()["error"] == "body_too_large"

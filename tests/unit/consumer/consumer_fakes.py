@@ -1,37 +1,19 @@
-"""In-memory stand-ins for Kafka and the API, driven by a fake clock."""
+"""Stand-ins for the prediction API and the record store, driven by a fake clock
+(the Kafka fakes are tests/fakes/kafka_fakes.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import orjson
-from kafka.structs import TopicPartition
+from kafka_fakes import Clock, FakeConsumer
 
-from cryptovol.core.schemas import FeatureRow, to_json_bytes
+from cryptovol.core.codec import encode_record
+from cryptovol.core.schemas import FeatureRow
 from cryptovol_consumer.client import ApiError, PredictResult
 
 TOPIC = "ticks.features"
 T0 = datetime(2025, 12, 6, 1, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def feature_bytes(i: int, *, warmup: bool = False, **features: float | None) -> bytes:
@@ -43,103 +25,7 @@ def feature_bytes(i: int, *, warmup: bool = False, **features: float | None) -> 
         warmup=warmup,
         features=features or {"x": float(i)},
     )
-    return to_json_bytes(row)
-
-
-class FakeConsumer:
-    """One topic, N partitions; poll advances the clock by its timeout when idle.
-    With ``leak_after_pause`` the first poll after each ``pause`` still returns
-    records, as a partition assigned during a wait or an already-fetched buffer would."""
-
-    def __init__(self, clock: Clock, partitions: int = 1, leak_after_pause: bool = False) -> None:
-        self.clock = clock
-        self.tps = [TopicPartition(TOPIC, p) for p in range(partitions)]
-        self.logs: dict[TopicPartition, list[Record]] = {tp: [] for tp in self.tps}
-        self.positions = {tp: 0 for tp in self.tps}
-        self.committed: dict[TopicPartition, int] = {}
-        self.commits: list[dict[TopicPartition, int]] = []
-        self._paused: set[TopicPartition] = set()
-        self.leak_after_pause = leak_after_pause
-        self._leak = False
-        self.on_idle: Callable[[], None] | None = None
-        self.pause_calls = 0
-
-    def add(self, value: bytes | None, partition: int = 0, key: bytes | None = b"BTC-USD") -> None:
-        tp = self.tps[partition]
-        self.logs[tp].append(Record(TOPIC, partition, len(self.logs[tp]), key, value))
-
-    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict:
-        budget = max_records if max_records is not None else 10**9
-        out: dict[TopicPartition, list[Record]] = {}
-        leak, self._leak = self._leak, False
-        for tp in self.tps:
-            if budget <= 0:
-                break
-            if tp in self._paused and not leak:
-                continue
-            pos = self.positions[tp]
-            chunk = self.logs[tp][pos : pos + budget]
-            if chunk:
-                out[tp] = chunk
-                self.positions[tp] = pos + len(chunk)
-                budget -= len(chunk)
-        if not out:
-            self.clock.now += max(timeout_ms, 1) / 1000.0
-            if self.on_idle and not self._paused:
-                self.on_idle()
-        return out
-
-    def offsets_by_record_id(self) -> dict[str, tuple[TopicPartition, int]]:
-        out = {}
-        for tp, log in self.logs.items():
-            for rec in log:
-                try:
-                    rid = orjson.loads(rec.value or b"null")["record_id"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    continue  # malformed on purpose
-                out[rid] = (tp, rec.offset)
-        return out
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.tps)
-
-    def paused(self) -> set[TopicPartition]:
-        return set(self._paused)
-
-    def pause(self, *tps: TopicPartition) -> None:
-        self.pause_calls += 1
-        self._paused.update(tps)
-        self._leak = self.leak_after_pause
-
-    def resume(self, *tps: TopicPartition) -> None:
-        self._paused.difference_update(tps)
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.positions[tp] = offset
-
-    def commit(self, offsets: dict) -> None:
-        snapshot = {tp: om.offset for tp, om in offsets.items()}
-        self.committed.update(snapshot)
-        self.commits.append(snapshot)
-
-    def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: len(self.logs[tp]) for tp in tps}
-
-    def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int:
-        return self.positions[tp]
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes, list]] = []
-        self.flushes = 0
-
-    def send(self, topic: str, key: bytes | None = None, value: bytes = b"", headers=None) -> Any:
-        self.sent.append((topic, key, value, headers or []))
-        return None
-
-    def flush(self, timeout: float | None = None) -> None:
-        self.flushes += 1
+    return encode_record(row)
 
 
 class FakeApi:
@@ -171,6 +57,9 @@ class FakeApi:
             latency_ms=2.0,
         )
 
+    def close(self) -> None:
+        pass
+
 
 class RecordingSink:
     """Keeps written records and checks, at each write, that none of them had
@@ -182,13 +71,23 @@ class RecordingSink:
         self.early_commits: list[str] = []
         self.fail_times = fail_times
 
+    def _offsets(self) -> dict[str, tuple]:
+        out = {}
+        for tp, log in self.consumer.logs.items():
+            for rec in log:
+                try:
+                    out[orjson.loads(rec.value or b"null")["record_id"]] = (tp, rec.offset)
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue  # malformed on purpose
+        return out
+
     def write(self, records: list) -> None:
         if self.fail_times:
             self.fail_times -= 1
             raise OSError("disk full")
-        where = self.consumer.offsets_by_record_id()
+        where = self._offsets()
         for r in records:
             tp, offset = where[r.record_id]
-            if self.consumer.committed.get(tp, 0) > offset:
+            if self.consumer.committed_offsets.get(tp, 0) > offset:
                 self.early_commits.append(r.record_id)
         self.records.extend(records)

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from cryptovol.core.schemas import FeatureRow, PredictionRecord, to_json_bytes
+from cryptovol.core.schemas import FeatureRow, PredictionRecord
 from cryptovol_consumer.client import ApiError, PredictClient
-from cryptovol_consumer.rows import MalformedRow, parse_row, request_features
+from cryptovol_consumer.rows import request_features
 from cryptovol_consumer.sink import FileSink, KafkaSink
 
 NOW = datetime(2025, 12, 6, 1, 0, tzinfo=UTC)
@@ -29,30 +29,6 @@ def feature_row(**overrides: object) -> FeatureRow:
 
 
 # -- rows -------------------------------------------------------------------------
-
-
-def test_parse_row_round_trip() -> None:
-    row = feature_row()
-    assert parse_row(to_json_bytes(row)) == row
-
-
-@pytest.mark.parametrize(
-    ("raw", "fragment"),
-    [
-        (b"", "empty message"),
-        (None, "empty message"),
-        (b"not json", "invalid feature row"),
-        (b'{"record_id":"x"}', "product_id"),
-        (b'{"record_id":"x","product_id":"p","event_time":"2025-01-01T00:00:00Z",'
-         b'"receive_time":"2025-01-01T00:00:00Z","warmup":false,"features":{"a":"b"}}',
-         "features.a"),
-        (b'{"record_id":"x","product_id":"p","event_time":"2025-01-01T00:00:00Z",'
-         b'"receive_time":"2025-01-01T00:00:00Z","warmup":false,"features":{}}', "no features"),
-    ],
-)  # fmt: skip
-def test_parse_row_rejects_malformed(raw: bytes | None, fragment: str) -> None:
-    with pytest.raises(MalformedRow, match=fragment):
-        parse_row(raw)
 
 
 def test_non_finite_features_are_sent_as_null() -> None:

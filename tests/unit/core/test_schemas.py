@@ -1,70 +1,46 @@
+"""The message contracts: normalisation of exchange tickers, validation."""
+
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
 from cryptovol.core.coinbase import ticker_to_tick
-from cryptovol.core.schemas import (
-    FeatureRow,
-    PredictionRecord,
-    RawTick,
-    format_ts,
-    tick_record_id,
-    to_json_bytes,
-)
+from cryptovol.core.schemas import FeatureRow, PredictionRecord
+from cryptovol.core.ticks import tick_record_id
+from cryptovol.core.timestamps import to_micros
 
 T0 = datetime(2025, 12, 6, 1, 12, 47, 761914, tzinfo=UTC)
+T0_US = to_micros(T0)
 TICKER = {"type": "ticker", "product_id": "BTC-USD", "price": "89387.88", "best_bid": "89388.37",
           "best_ask": "89390", "best_bid_quantity": "0.01949308", "best_ask_quantity": "0.019",
           "volume_24_h": "8344.1", "low_24_h": "88099.05", "high_24_h": "92716.42",
           "price_percent_chg_24_h": "-3.29"}
 
 
-def test_timestamps_are_rfc3339_utc_with_z():
-    assert format_ts(T0) == "2025-12-06T01:12:47.761914Z"
-    eastern = T0.astimezone(timezone(timedelta(hours=-5)))
-    assert format_ts(eastern) == "2025-12-06T01:12:47.761914Z"
-    assert format_ts(T0.replace(tzinfo=None)) == "2025-12-06T01:12:47.761914Z"
-
-
-def test_record_id_is_stable_and_distinguishes_tickers_of_one_message():
-    assert tick_record_id("BTC-USD", T0) == tick_record_id("BTC-USD", T0)
-    assert tick_record_id("BTC-USD", T0, 0) != tick_record_id("BTC-USD", T0, 1)
-    assert tick_record_id("BTC-USD", T0) != tick_record_id("ETH-USD", T0)
-
-
 def test_ticker_normalisation_keeps_every_number_and_the_times():
-    tick = ticker_to_tick(TICKER, event_time=T0, receive_time=T0 + timedelta(milliseconds=40),
+    tick = ticker_to_tick(TICKER, event_us=T0_US, receive_us=T0_US + 40_000,
                           sequence_num=7, event_type="snapshot", index=2)
     assert tick.price == 89387.88 and tick.best_ask == 89390.0
     assert tick.best_bid_quantity == pytest.approx(0.01949308)
     assert tick.volume_24h == 8344.1 and tick.price_percent_chg_24h == -3.29
     assert (tick.sequence_num, tick.event_type) == (7, "snapshot")
-    assert tick.record_id == tick_record_id("BTC-USD", T0, 2)
-    assert tick.schema_version == 1
+    assert (tick.event_us, tick.receive_us) == (T0_US, T0_US + 40_000)
+    assert tick.record_id == tick_record_id("BTC-USD", T0_US, 2)
 
 
 @pytest.mark.parametrize("price", [None, "", "0", "-1", "abc"])
 def test_ticker_without_a_usable_price_is_rejected(price):
     with pytest.raises(ValueError):
-        ticker_to_tick({**TICKER, "price": price}, event_time=T0, receive_time=T0)
-
-
-def test_raw_tick_round_trips_through_json():
-    tick = ticker_to_tick(TICKER, event_time=T0, receive_time=T0)
-    payload = json.loads(to_json_bytes(tick))
-    assert payload["event_time"] == "2025-12-06T01:12:47.761914Z"
-    assert payload["schema_version"] == 1
-    assert RawTick.model_validate(payload) == tick
+        ticker_to_tick({**TICKER, "price": price}, event_us=T0_US, receive_us=T0_US)
 
 
 def test_feature_and_prediction_records_validate():
     row = FeatureRow(record_id="r", product_id="BTC-USD", event_time=T0, receive_time=T0,
                      warmup=False, features={"rv_60s": 0.001, "ret_mean": None})
-    assert FeatureRow.model_validate_json(to_json_bytes(row)) == row
+    assert FeatureRow.model_validate_json(row.model_dump_json()) == row
     with pytest.raises(ValidationError):
         PredictionRecord(record_id="r", product_id="BTC-USD", event_time=T0, predicted_time=T0,
                          score=0.4, spike=False, threshold=0.5, model_variant="nonsense",

@@ -1,67 +1,28 @@
-"""The featurizer's pure pieces: message codec, throttle, Parquet sink, offline writer."""
+"""The featurizer's pieces: throttle, Parquet sink, offline writer, settings (the
+messages are :mod:`cryptovol.core.codec`'s, tested in tests/unit/core)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import orjson
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from cryptovol.core.features import FEATURE_NAMES, FRAME_COLUMNS, FeatureEngine, features_frame
-from cryptovol.core.schemas import FeatureRow, RawTick, to_json_bytes
+from cryptovol.core.ticks import Tick
 from cryptovol.runtime.recordings import open_recordings, read_ticks
-from cryptovol_featurizer.codec import MalformedTick, parse_tick, row_json, tick_in
 from cryptovol_featurizer.offline import read_offline, write_offline
-from cryptovol_featurizer.service import PartitionState, Throttle
 from cryptovol_featurizer.settings import FeaturizerSettings
 from cryptovol_featurizer.sink import ParquetSink
+from cryptovol_featurizer.stage import PartitionState, Throttle
 
 
 @pytest.fixture(scope="module")
-def ticks(recordings_dir: Path) -> list[RawTick]:
+def ticks(recordings_dir: Path) -> list[Tick]:
     first = sorted(recordings_dir.glob("*.ndjson.gz"))[:3]
     return list(read_ticks(open_recordings(first)))
-
-
-def test_fast_parse_equals_the_schema(ticks: list[RawTick]) -> None:
-    for tick in ticks[::50]:
-        assert parse_tick(to_json_bytes(tick)) == tick_in(tick)
-
-
-def test_other_valid_shapes_go_through_the_schema(ticks: list[RawTick]) -> None:
-    doc = orjson.loads(to_json_bytes(ticks[0]))
-    doc["price"] = str(doc["price"])  # numbers as strings: the schema accepts them
-    doc["event_time"] = "2025-11-08T15:12:31.463496+00:00"
-    parsed = parse_tick(orjson.dumps(doc))
-    assert parsed.price == ticks[0].price and parsed.event_us == tick_in(ticks[0]).event_us
-
-
-@pytest.mark.parametrize("raw", [
-    None, b"", b"not json", b"[1, 2]", b'{"record_id": "x"}',
-    b'{"record_id": "x", "product_id": "BTC-USD", "event_time": "yesterday", '
-    b'"receive_time": "2025-01-01T00:00:00Z", "price": 1.0}',
-    b'{"record_id": "x", "product_id": "BTC-USD", "event_time": "2025-01-01T00:00:00Z", '
-    b'"receive_time": "2025-01-01T00:00:00Z", "price": "abc"}',
-])
-def test_malformed_messages_raise_one_error_type(raw: bytes | None) -> None:
-    with pytest.raises(MalformedTick):
-        parse_tick(raw)
-
-
-def test_row_json_is_a_feature_row_equal_to_the_engine_s(ticks: list[RawTick]) -> None:
-    by_model, by_step = FeatureEngine(), FeatureEngine()
-    for tick in ticks[:400]:
-        expected = by_model.update(tick)
-        t = tick_in(tick)
-        res = by_step.step(t.product_id, t.record_id, t.event_us, t.price, t.best_bid,
-                           t.best_ask, t.bid_qty, t.ask_qty, t.receive_us)
-        if expected is None:
-            assert res is None
-            continue
-        assert FeatureRow.model_validate_json(row_json(t, res)) == expected
 
 
 def test_throttle_keeps_the_first_tick_of_each_interval() -> None:
@@ -72,19 +33,18 @@ def test_throttle_keeps_the_first_tick_of_each_interval() -> None:
     assert all(Throttle(0).emit("A", 5) for _ in range(3))
 
 
-def _emitted(ticks: list[RawTick]) -> list:
+def _emitted(ticks: list[Tick]) -> list:
     state = PartitionState(FeatureEngine(), Throttle(0))
     rows = []
     for tick in ticks:
-        t = tick_in(tick)
-        res = state.feed(t)
+        res = state.feed(tick)
         if res is not None:
-            rows.append((t, res))
+            rows.append((tick, res))
     return rows
 
 
 def test_sink_writes_new_files_only_and_matches_the_offline_table(
-    ticks: list[RawTick], tmp_path: Path
+    ticks: list[Tick], tmp_path: Path
 ) -> None:
     clock = [0.0]
     sink = ParquetSink(tmp_path, max_rows=300, flush_s=5.0, clock=lambda: clock[0])
@@ -112,7 +72,7 @@ def test_sink_writes_new_files_only_and_matches_the_offline_table(
 
 
 def test_offline_writer_partitions_by_product_and_day(
-    recordings_dir: Path, tmp_path: Path, ticks: list[RawTick]
+    recordings_dir: Path, tmp_path: Path, ticks: list[Tick]
 ) -> None:
     files = sorted(recordings_dir.glob("*.ndjson.gz"))[:3]
     written = write_offline(files, tmp_path, progress=False)
@@ -131,4 +91,5 @@ def test_settings_carry_the_feature_rules(monkeypatch: pytest.MonkeyPatch) -> No
     settings = FeaturizerSettings()
     assert settings.feature_config().gap_s == 20.0 and settings.emit_interval_ms == 250
     assert settings.metrics_port == 9102
-    assert math.isclose(settings.feature_config().rebuild_lookback_s, 300 + 40 + 1)
+    # the 30-minute context of RV_60 values (each reading 60 s), two gaps, the grace
+    assert math.isclose(settings.feature_config().rebuild_lookback_s, 1800 + 60 + 40 + 1)

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
+from cryptovol.core.timestamps import to_micros
 from cryptovol_ingest.archive import RawArchive, archive_line
 
-AT = datetime(2025, 12, 6, 1, 12, 47, 123456, tzinfo=UTC)
+AT = to_micros(datetime(2025, 12, 6, 1, 12, 47, 123456, tzinfo=UTC))
+S = 1_000_000
 
 
 def test_messages_are_kept_untouched() -> None:
@@ -24,11 +26,11 @@ def test_rotation_by_size_and_by_time(tmp_path: Path) -> None:
     now = [0.0]
     archive = RawArchive(tmp_path, rotate_bytes=1024, rotate_s=60, clock=lambda: now[0])
     for i in range(40):  # ~100 bytes a line: rotates by size
-        archive.write(b'{"n":%d,"pad":"%s"}' % (i, b"x" * 40), AT + timedelta(seconds=i))
+        archive.write(b'{"n":%d,"pad":"%s"}' % (i, b"x" * 40), AT + i * S)
     by_size = len(list(tmp_path.glob("*.ndjson")))
     assert by_size >= 3
     now[0] = 61.0  # an hour passes: rotates by time
-    archive.write(b'{"n":99}', AT + timedelta(hours=1))
+    archive.write(b'{"n":99}', AT + 3600 * S)
     archive.close()
     files = sorted(tmp_path.glob("*.ndjson"))
     assert len(files) == by_size + 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import orjson
 from ingest_fakes import CollectingSink
@@ -26,7 +25,7 @@ def run(handler: MessageHandler, messages: list[bytes]) -> None:
 
     async def go() -> None:
         for raw in messages:
-            await handler.handle(raw, 1_765_000_000.0, tracker)
+            await handler.handle(raw, 1_765_000_000_000_000, tracker)
 
     asyncio.run(go())
 
@@ -48,7 +47,7 @@ def test_messages_are_counted_published_dead_lettered_or_ignored() -> None:
         msg("heartbeats", 9, [{"heartbeat_counter": 1}]),
     ])
     assert [t.sequence_num for t in sink.ticks] == [1, 4]
-    assert sink.ticks[0].receive_time == datetime.fromtimestamp(1_765_000_000.0, UTC)
+    assert sink.ticks[0].receive_us == 1_765_000_000_000_000
     assert [reason.split(":")[0] for _, reason in sink.dead_letters] == ["invalid_json",
                                                                          "bad_ticker"]
     assert sink.dead_letters[0][0] == b"{broken"  # untouched bytes

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
-from cryptovol.core.schemas import RawTick, tick_record_id
+from cryptovol.core.codec import decode_tick
+from cryptovol.core.ticks import Tick, tick_record_id
+from cryptovol.core.timestamps import now_micros, to_micros
 from cryptovol_ingest.metrics import isolated_metrics
 from cryptovol_ingest.publisher import Publisher
 from cryptovol_ingest.settings import IngestSettings
@@ -19,12 +21,11 @@ from cryptovol_ingest.spool import Spool
 T0 = datetime(2025, 12, 6, 1, 0, tzinfo=UTC)
 
 
-def make_ticks(start: int, n: int, product: str = "BTC-USD") -> list[RawTick]:
+def make_ticks(start: int, n: int, product: str = "BTC-USD") -> list[Tick]:
     out = []
     for i in range(start, start + n):
-        t = T0 + timedelta(seconds=i)
-        out.append(RawTick(record_id=tick_record_id(product, t), product_id=product,
-                           event_time=t, receive_time=t, price=100.0 + i))
+        t = to_micros(T0 + timedelta(seconds=i))
+        out.append(Tick(tick_record_id(product, t), product, t, t, 100.0 + i))
     return out
 
 
@@ -104,7 +105,7 @@ def eventually(check, timeout: float = 10.0) -> None:
 
 
 def sent_prices(producer: ScriptedProducer) -> list[float]:
-    return [RawTick.model_validate_json(v).price for k, v in producer.sent if k]
+    return [decode_tick(v).price for k, v in producer.sent if k]
 
 
 @pytest.fixture
@@ -123,9 +124,9 @@ class Harness:
                                    producer_factory=lambda: self.producer,
                                    probe=lambda: self.reachable, ensure=lambda: None)
 
-    def offer(self, ticks: list[RawTick]) -> None:
+    def offer(self, ticks: list[Tick]) -> None:
         for tick in ticks:
-            assert self.publisher.offer_ticks([tick], time.time())
+            assert self.publisher.offer_ticks([tick], now_micros())
 
 
 def test_ticks_are_sent_once_in_order_and_counted(settings: IngestSettings) -> None:

@@ -5,19 +5,20 @@ from __future__ import annotations
 import asyncio
 import math
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from ingest_fakes import CollectingSink
 
 from cryptovol.core.coinbase import parse_message
+from cryptovol.core.timestamps import to_micros
 from cryptovol.devtools.fake_exchange import envelope
 from cryptovol.runtime.recordings import open_recordings, read_ticks
 from cryptovol_ingest.archive import RawArchive
 from cryptovol_ingest.handler import MessageHandler
 from cryptovol_ingest.metrics import isolated_metrics
-from cryptovol_ingest.replay import ArchiveFile, Pacer, ReplaySource, discover
+from cryptovol_ingest.replay import ArchiveFile, ReplaySource, discover
 
 RECORDINGS = Path(__file__).resolve().parents[3] / "data" / "coinbase-ticker"
 SMALL = ["ticks_BTCUSD_20251130_235611.ndjson.gz", "ticks_BTCUSD_20251130_235646.ndjson.gz"]
@@ -45,7 +46,7 @@ def test_overlapping_recordings_play_in_file_order_without_merging() -> None:
     sink, _ = replay([RECORDINGS / name for name in reversed(SMALL)])
     offline = list(read_ticks(open_recordings([RECORDINGS / n for n in SMALL])))
     assert sink.ticks == offline
-    times = [t.event_time for t in sink.ticks]
+    times = [t.event_us for t in sink.ticks]
     assert times != sorted(times)  # the two files overlap; ordering is left downstream
 
 
@@ -56,14 +57,14 @@ def test_loop_passes_are_shifted_so_ids_stay_unique() -> None:
     assert len(sink.ticks) == 2 * n + 5 and source.passes == 3
     first, second = sink.ticks[:n], sink.ticks[n:2 * n]
     assert len({t.record_id for t in sink.ticks}) == len(sink.ticks)
-    assert second[0].event_time > first[-1].event_time
-    shift = second[0].event_time - first[0].event_time
-    assert all(b.event_time - a.event_time == shift and a.price == b.price
+    assert second[0].event_us > first[-1].event_us
+    shift = second[0].event_us - first[0].event_us
+    assert all(b.event_us - a.event_us == shift and a.price == b.price
                for a, b in zip(first, second, strict=True))
 
 
 def test_the_raw_archive_replays_through_the_live_parser(tmp_path: Path) -> None:
-    base = datetime(2025, 12, 6, 1, 0, tzinfo=UTC)
+    base = to_micros(datetime(2025, 12, 6, 1, 0, tzinfo=UTC))
     raw_ticker = {"type": "ticker", "product_id": "BTC-USD", "price": "89000.5",
                   "best_bid": "89000", "best_ask": "89001"}
     messages = [
@@ -71,11 +72,11 @@ def test_the_raw_archive_replays_through_the_live_parser(tmp_path: Path) -> None
         envelope("ticker", base, 1, [{"type": "snapshot", "tickers": [raw_ticker]}]),
         b"not json at all",
         envelope("heartbeats", base, 2, [{"current_time": "x", "heartbeat_counter": 1}]),
-        envelope("ticker", base + timedelta(seconds=1), 3, [{"type": "update", "tickers": [
+        envelope("ticker", base + 1_000_000, 3, [{"type": "update", "tickers": [
             raw_ticker, {**raw_ticker, "price": "89002"}]}]),
     ]
     archive = RawArchive(tmp_path / "raw", rotate_bytes=1 << 20, rotate_s=3600)
-    received = [base + timedelta(milliseconds=10 + i) for i in range(len(messages))]
+    received = [base + (10 + i) * 1000 for i in range(len(messages))]
     for message, at in zip(messages, received, strict=True):
         archive.write(message, at)
     archive.close()
@@ -84,7 +85,7 @@ def test_the_raw_archive_replays_through_the_live_parser(tmp_path: Path) -> None
     assert [raw for _, raw in file.lines()] == messages  # byte for byte
     sink, _ = replay([tmp_path / "raw"])
     live = [t for m, at in zip(messages, received, strict=True) if m[:1] == b"{"
-            for t in parse_message(m, receive_time=at, source="replay").ticks]
+            for t in parse_message(m, receive_us=at, source="replay").ticks]
     assert sink.ticks == live and len(live) == 3
     assert sink.dead_letters[0][0] == b"not json at all"
 
@@ -92,8 +93,8 @@ def test_the_raw_archive_replays_through_the_live_parser(tmp_path: Path) -> None
 def test_mixed_recordings_and_archives_play_oldest_first(tmp_path: Path) -> None:
     shutil.copy(RECORDINGS / SMALL[1], tmp_path / SMALL[1])  # no manifest here: UTC
     archive = RawArchive(tmp_path, rotate_bytes=1 << 20, rotate_s=3600)
-    archive.write(envelope("heartbeats", datetime(2020, 1, 1, tzinfo=UTC), 0,
-                           [{"heartbeat_counter": 1}]), datetime(2020, 1, 1, tzinfo=UTC))
+    long_ago = to_micros(datetime(2020, 1, 1, tzinfo=UTC))
+    archive.write(envelope("heartbeats", long_ago, 0, [{"heartbeat_counter": 1}]), long_ago)
     archive.close()
     files = discover([tmp_path])
     assert [type(f).__name__ for f in files] == ["ArchiveFile", "Recording"]
@@ -102,14 +103,3 @@ def test_mixed_recordings_and_archives_play_oldest_first(tmp_path: Path) -> None
 def test_missing_files_are_reported() -> None:
     with pytest.raises(FileNotFoundError):
         discover([Path("/nonexistent/recordings")])
-
-
-def test_pacer_follows_data_time_and_compresses_gaps() -> None:
-    pacer = Pacer(10.0, max_gap_s=2.0)
-    assert pacer.delay(1000.0, now=50.0) == 0.0
-    assert pacer.delay(1001.0, now=50.0) == pytest.approx(0.1)
-    assert pacer.delay(1003.0, now=50.0) == pytest.approx(0.3)
-    # one hour of recording gap would be 360 s at 10x: shortened to 2 s
-    assert pacer.delay(4603.0, now=50.3) == pytest.approx(2.0)
-    assert pacer.delay(4604.0, now=52.3) == pytest.approx(0.1)
-    assert pacer.delay(4000.0, now=52.4) < 0  # out-of-order data: no waiting

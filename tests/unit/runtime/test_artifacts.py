@@ -12,9 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cryptovol.core.scoring import OutsideDomain, PersistenceRule, ZScoreRule
 from cryptovol.runtime.artifacts import (
     ArtifactError,
-    ZScoreRule,
     artifact_dir,
     load_artifact,
     read_metadata,
@@ -54,14 +54,44 @@ def test_sklearn_round_trip_scores_equal(tmp_path: Path, model: object) -> None:
     assert art.metadata.threshold == 0.3
 
 
-def test_matrix_imputes_missing_and_none(tmp_path: Path) -> None:
+def test_prepare_imputes_missing_and_none_like_impute_does_for_tables(tmp_path: Path) -> None:
     X, y = _data()
     save_artifact(tmp_path / "m", LogisticRegression().fit(X, y), version="v1", variant="ml",
                   features=FEATURES, threshold=0.5, imputation={"a": 7.0, "c": 9.0})
     art = load_artifact(tmp_path / "m")
-    matrix, imputed = art.matrix([{"a": 1, "b": 2, "c": 3, "zzz": 4}, {"b": 5, "c": None}])
-    np.testing.assert_array_equal(matrix, [[1, 2, 3], [7, 5, 9]])
-    assert imputed == [[], ["a", "c"]]
+    batch = art.prepare([{"a": 1, "b": 2, "c": 3, "zzz": 4}, {"b": 5, "c": None}, {"zzz": 1}])
+    np.testing.assert_array_equal(batch.X, [[1, 2, 3], [7, 5, 9], [7, 0, 9]])
+    assert batch.imputed == [[], ["a", "c"], ["a", "b", "c"]]
+    assert batch.ignored == ["zzz"] and batch.without_inputs == [2]
+    table = np.array([[1, 2, 3], [np.nan, 5, np.nan], [np.nan, np.inf, np.nan]])
+    np.testing.assert_array_equal(art.contract.impute(table), batch.X)  # one rule for both
+    assert art.contract.warnings(batch) and "row 2" in art.contract.warnings(batch)[0]
+
+
+def test_persistence_rule_scores_the_ratio(tmp_path: Path) -> None:
+    save_artifact(tmp_path / "p", PersistenceRule(), version="v1", variant="ml",
+                  features=["persistence_ratio"], threshold=0.5)
+    art = load_artifact(tmp_path / "p")
+    assert art.metadata.model_type == "persistence-rule"
+    np.testing.assert_allclose(art.score(np.array([[0.0], [1.0], [3.0]])), [0.0, 0.5, 0.75])
+
+
+def test_scores_outside_the_domain_are_refused(tmp_path: Path) -> None:
+    class Log:  # a model that takes a logarithm of its input
+        def predict_proba(self, X: np.ndarray) -> np.ndarray:
+            p = 1 / (1 + np.exp(-np.log(X[:, 0])))
+            return np.column_stack([1 - p, p])
+
+    art = load_artifact(_save_rule(tmp_path))
+    art.model = Log()
+    with np.errstate(invalid="ignore"), pytest.raises(OutsideDomain, match="rows 1"):
+        art.score(np.array([[1.0], [-1.0]]))
+
+
+def _save_rule(tmp_path: Path) -> Path:
+    save_artifact(tmp_path / "r", ZScoreRule("a", 0.0, 1.0, log=False), version="v1",
+                  variant="baseline", features=["a"], threshold=0.9)
+    return tmp_path / "r"
 
 
 def test_zscore_rule_is_normal_cdf_of_log_zscore(tmp_path: Path) -> None:
@@ -75,7 +105,7 @@ def test_zscore_rule_is_normal_cdf_of_log_zscore(tmp_path: Path) -> None:
     np.testing.assert_allclose(scores[:3], [0.5, 0.9772498680518208, 0.15865525393145707])
     assert ZScoreRule.from_dict(rule.to_dict()) == rule
     assert 0.0 <= scores[3] < 1e-6
-    assert art.flags(scores).tolist() == [False, True, False, False]
+    assert art.contract.flags(scores).tolist() == [False, True, False, False]
 
 
 def test_checksum_mismatch_is_refused_before_loading(tmp_path: Path) -> None:

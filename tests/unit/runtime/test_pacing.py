@@ -3,7 +3,9 @@ from __future__ import annotations
 import asyncio
 import random
 
-from cryptovol.runtime.pacing import Backoff, RateLimiter
+import pytest
+
+from cryptovol.runtime.pacing import Backoff, Pacer, RateLimiter
 
 
 def test_full_jitter_stays_under_a_capped_exponential_ceiling() -> None:
@@ -39,6 +41,12 @@ def test_rate_limiter_allows_a_burst_then_the_rate() -> None:
     assert sum(limiter.try_acquire() for _ in range(10)) == 4
 
 
+def test_a_rate_of_zero_means_no_limit() -> None:
+    limiter = RateLimiter(0.0, clock=lambda: 0.0)
+    assert all(limiter.try_acquire() for _ in range(1000))
+    assert limiter.wait_time() == 0.0
+
+
 def test_rate_limiter_acquire_waits() -> None:
     limiter = RateLimiter(50.0, burst=1)
 
@@ -48,3 +56,14 @@ def test_rate_limiter_acquire_waits() -> None:
 
     asyncio.run(take(3))
     assert not limiter.try_acquire()
+
+
+def test_pacer_follows_data_time_and_compresses_gaps() -> None:
+    pacer = Pacer(10.0, max_gap_s=2.0)
+    assert pacer.delay(1000.0, now=50.0) == 0.0
+    assert pacer.delay(1001.0, now=50.0) == pytest.approx(0.1)
+    assert pacer.delay(1003.0, now=50.0) == pytest.approx(0.3)
+    # one hour of recording gap would be 360 s at 10x: shortened to 2 s
+    assert pacer.delay(4603.0, now=50.3) == pytest.approx(2.0)
+    assert pacer.delay(4604.0, now=52.3) == pytest.approx(0.1)
+    assert pacer.delay(4000.0, now=52.4) < 0  # out-of-order data: no waiting

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import Counter
 
+from cryptovol.core.timestamps import to_micros
 from cryptovol.runtime.health import serve_http
 from cryptovol.runtime.logs import JsonFormatter
 from cryptovol.runtime.recordings import open_recordings, read_ticks
@@ -34,8 +35,9 @@ def test_recordings_apply_the_file_timezone_and_sort_files_by_time(tmp_path):
     recordings = open_recordings([tmp_path])
     assert [r.path.name for r in recordings] == ["a.ndjson.gz", "b.ndjson.gz"]
     ticks = list(read_ticks(recordings))
-    assert ticks[1].event_time == datetime(2025, 12, 1, 5, 1, 0, 500000, tzinfo=UTC)
-    assert ticks[0].event_time == datetime(2025, 12, 1, 4, 0, tzinfo=UTC)
+    assert ticks[1].event_us == to_micros(datetime(2025, 12, 1, 5, 1, 0, 500000, tzinfo=UTC))
+    assert ticks[0].event_us == to_micros(datetime(2025, 12, 1, 4, 0, tzinfo=UTC))
+    assert all(t.receive_us == t.event_us for t in ticks)
     assert {t.source for t in ticks} == {"replay"}
 
 
@@ -53,7 +55,7 @@ def test_bad_lines_in_a_recording_are_skipped_not_fatal(tmp_path):
 def test_bundled_recordings_are_all_readable(recordings_dir):
     recordings = open_recordings([recordings_dir])
     assert len(recordings) == len(list(recordings_dir.glob("*.ndjson.gz"))) == 27
-    starts = [r.first_time() for r in recordings]
+    starts = [r.first_us() for r in recordings]
     assert starts == sorted(starts)
 
 

@@ -46,7 +46,7 @@ def test_features_at_t_use_no_tick_after_t() -> None:
                                       full[cols].iloc[cut:cut + 1].reset_index(drop=True))
     # ... and changing every later tick's price changes nothing up to i
     cut = 2500
-    shocked = [t.model_copy(update={"price": t.price * 1.05}) if i > cut else t
+    shocked = [t._replace(price=t.price * 1.05) if i > cut else t
                for i, t in enumerate(ticks)]
     again = features_frame(shocked)
     pd.testing.assert_frame_equal(again[cols].iloc[: cut + 1], full[cols].iloc[: cut + 1])
@@ -57,7 +57,7 @@ def test_features_at_t_use_no_tick_after_t() -> None:
 def test_eval_rows_are_labelled_past_warmup_and_train_rows_agree(small_dir: Path) -> None:
     ds = build_dataset([small_dir], SHORT, progress=False)
     ev, tr = ds.eval_rows, ds.train_rows
-    assert len(ev) > 1000 and len(tr) > len(ev)
+    assert len(ev) > 500 and len(tr) > len(ev)  # past warm-up: after 29 min of context
     assert not ev["warmup"].any() and ev["has_label"].all()
     assert ev["ts"].is_monotonic_increasing and tr["ts"].is_monotonic_increasing
     assert set(ev["record_id"]) <= set(tr["record_id"])

@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cryptovol_training.splits import (
+    FinalTestConfig,
     SplitConfig,
     block_edges,
-    final_split,
+    final_test_start,
     purge_before,
     walk_forward,
 )
@@ -33,32 +34,49 @@ def _check(folds, ts_eval: np.ndarray, ts_train: np.ndarray, cfg: SplitConfig) -
         assert test_start == fold.test_start
         assert test_start > last_test_end  # folds move forward, tests do not overlap
         last_test_end = ts_eval[fold.test].max()
-        if len(fold.valid):
-            valid_start = ts_eval[fold.valid].min()
-            # purge + embargo: validation labels end >= embargo before the test block
-            assert (ts_eval[fold.valid] + H <= test_start - cfg.embargo_s).all()
-            # ... and fitting labels end >= embargo before the validation slice
-            if len(fold.fit):
-                assert (ts_train[fold.fit] + H <= valid_start - cfg.embargo_s).all()
         if len(fold.fit):
             assert (ts_train[fold.fit] + H <= test_start - cfg.embargo_s).all()
 
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(200, 3000), blocks=st.integers(3, 9),
-       embargo=st.sampled_from([0.0, 60.0, 300.0]), frac=st.floats(0.1, 0.5))
-def test_purge_and_embargo_hold(seed: int, n: int, blocks: int, embargo: float,
-                                frac: float) -> None:
+       embargo=st.sampled_from([0.0, 60.0, 300.0]))
+def test_purge_and_embargo_hold(seed: int, n: int, blocks: int, embargo: float) -> None:
     ts_train = _times(seed, n)
     ts_eval = ts_train[np.sort(np.random.default_rng(seed).choice(n, n // 2, replace=False))]
-    cfg = SplitConfig(n_blocks=blocks, min_train_blocks=1, valid_fraction=frac,
-                      embargo_s=embargo)
+    cfg = SplitConfig(n_blocks=blocks, min_train_blocks=1, embargo_s=embargo)
     folds = walk_forward(ts_eval, cfg, H, ts_train)
     assert len(folds) >= 1
     _check(folds, ts_eval, ts_train, cfg)
-    fit, valid = final_split(ts_eval, cfg, H, ts_train)
-    assert len(valid) and (ts_train[fit] + H <= ts_eval[valid].min() - embargo).all()
-    assert ts_eval[valid].max() == ts_eval.max()  # the served model is validated on the newest
+
+
+def _segments(ts: np.ndarray) -> np.ndarray:
+    return np.cumsum(np.r_[0, np.diff(ts) > 10.0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(50, 3000), frac=st.floats(0.05, 0.6))
+def test_final_test_is_the_latest_share_of_recorded_time_from_a_segment_start(
+    seed: int, n: int, frac: float
+) -> None:
+    ts = _times(seed, n)
+    segments = _segments(ts)
+    start = final_test_start(ts, segments, frac)
+    assert start in set(ts[np.r_[0, np.flatnonzero(np.diff(segments)) + 1]])  # a segment start
+    spans = {s: (ts[segments == s].min(), ts[segments == s].max()) for s in np.unique(segments)}
+    total = sum(hi - lo for lo, hi in spans.values())
+    after = sum(hi - lo for lo, hi in spans.values() if lo >= start)
+    assert after >= frac * total or start == ts.min()
+    later = [lo for lo, _ in spans.values() if lo > start]  # no later start would do
+    for lo in later:
+        assert sum(h - s for s, h in spans.values() if s >= lo) < frac * total
+
+
+def test_final_test_can_be_disabled_and_is_validated() -> None:
+    ts = _times(2, 100)
+    assert final_test_start(ts, _segments(ts), 0.0) is None
+    with pytest.raises(ValueError):
+        FinalTestConfig(fraction=1.0)
 
 
 def test_same_rows_for_training_and_evaluation() -> None:
@@ -91,8 +109,6 @@ def test_block_edges_never_split_a_timestamp() -> None:
 def test_config_and_order_validation() -> None:
     with pytest.raises(ValueError):
         SplitConfig(n_blocks=2, min_train_blocks=2)
-    with pytest.raises(ValueError):
-        SplitConfig(valid_fraction=1.0)
     with pytest.raises(ValueError):
         SplitConfig(embargo_s=-1)
     with pytest.raises(ValueError, match="sorted"):

@@ -4,6 +4,7 @@
     cryptovol-train train --no-mlflow --models logistic_regression --blocks 4
     cryptovol-train evaluate --data FILE... --models models/artifacts --out eval.json
     cryptovol-train register --models models/artifacts [--champion random_forest]
+    cryptovol-train card --models models/artifacts --write docs/model_card.md
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from cryptovol.runtime.logs import configure_logging
 from cryptovol.runtime.settings import ServiceSettings
 from cryptovol_training.dataset import RowPolicy
 from cryptovol_training.models import DEFAULT_MODELS, MODEL_SPECS
-from cryptovol_training.splits import SplitConfig
+from cryptovol_training.splits import FinalTestConfig, SplitConfig
 
 log = logging.getLogger("cryptovol_training")
 
@@ -62,10 +63,12 @@ def _parser(settings: TrainSettings) -> argparse.ArgumentParser:
     train.add_argument("--models", default=",".join(DEFAULT_MODELS),
                        help=f"comma-separated, of {sorted(MODEL_SPECS)}")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--version", default="v1.0", help="version prefix (v1.0 -> v1.0-<name>)")
+    train.add_argument("--version", default="v2.0", help="version prefix (v2.0 -> v2.0-<name>)")
     train.add_argument("--blocks", type=int, default=SplitConfig().n_blocks)
     train.add_argument("--min-train-blocks", type=int, default=SplitConfig().min_train_blocks)
-    train.add_argument("--valid-fraction", type=float, default=SplitConfig().valid_fraction)
+    train.add_argument("--final-fraction", type=float, default=FinalTestConfig().fraction,
+                       help="most recent share of recorded time locked away as the final "
+                       "test (default %(default)s; 0: none)")
     train.add_argument("--embargo", type=float, default=SplitConfig().embargo_s)
     train.add_argument("--train-history", type=float, default=RowPolicy().train_history_s,
                        help="history (s) tau needs on training rows (default %(default)s)")
@@ -82,8 +85,15 @@ def _parser(settings: TrainSettings) -> argparse.ArgumentParser:
     ev.add_argument("--models", type=Path, default=settings.models_dir)
     ev.add_argument("--out", type=Path, required=True)
     ev.add_argument("--include-warmup", action="store_true")
+    ev.add_argument("--blocks", type=int, default=3,
+                    help="also score each of this many time blocks (default %(default)s)")
     ev.add_argument("--quiet", action="store_true")
     label_args(ev, defaults=False)
+
+    card = sub.add_parser("card", help="render the model card's tables from the artifacts")
+    card.add_argument("--models", type=Path, default=settings.models_dir)
+    card.add_argument("--write", type=Path, default=None,
+                      help="replace the tables block of this card (else print the tables)")
 
     reg = sub.add_parser("register", help="register existing artifacts in MLflow")
     reg.add_argument("--models", type=Path, default=settings.models_dir)
@@ -113,7 +123,8 @@ def _train(args: argparse.Namespace, settings: TrainSettings) -> int:
         policy=RowPolicy(train_history_s=args.train_history,
                          train_on_warmup=not args.no_warmup_training),
         split=SplitConfig(n_blocks=args.blocks, min_train_blocks=args.min_train_blocks,
-                          valid_fraction=args.valid_fraction, embargo_s=args.embargo),
+                          embargo_s=args.embargo),
+        final=FinalTestConfig(fraction=args.final_fraction),
         track=not args.no_mlflow, register=not (args.no_mlflow or args.no_register),
         tracking_uri=args.tracking_uri, state_dir=settings.mlflow_state_dir,
         progress=not args.quiet,
@@ -121,8 +132,10 @@ def _train(args: argparse.Namespace, settings: TrainSettings) -> int:
     result = train(cfg)
     print(markdown_table(result.report))
     acceptance = result.report["acceptance"].get(result.champion or "", {})
+    final = result.report["final_test"]["models"].get(result.served, {}).get("vs_persistence")
     print(json.dumps({"champion": result.champion, "challenger": result.challenger,
-                      "acceptance": acceptance, "artifacts": str(cfg.out),
+                      "served": result.served, "acceptance": acceptance,
+                      "final_test": final, "artifacts": str(cfg.out),
                       "mlflow_run": result.run_id, "registered": result.registered,
                       "dataset": result.dataset}, indent=2, default=str))
     return 0
@@ -134,10 +147,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     explicit = any(getattr(args, a) is not None for a in
                    ("horizon", "window", "lookback", "quantile", "min_history"))
     report = evaluate(args.data, args.models, label=_label(args) if explicit else None,
-                      include_warmup=args.include_warmup, progress=not args.quiet)
+                      include_warmup=args.include_warmup, progress=not args.quiet,
+                      blocks=args.blocks)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    summary = {name: {k: m.get(k) for k in ("pr_auc", "prevalence", "f1", "brier", "n")}
+    keys = ("pr_auc", "prevalence", "f1", "flag_rate", "brier", "n")
+    summary = {name: {k: m.get(k) for k in keys}
                for name, m in report["models"].items()}
     print(json.dumps({"out": str(args.out), "rows": report["rows"], "models": summary,
                       "errors": report["errors"]}, indent=2))
@@ -151,6 +166,17 @@ def _register(args: argparse.Namespace, settings: TrainSettings) -> int:
     tracker = Tracker(args.tracking_uri, state_dir=settings.mlflow_state_dir)
     versions = register_existing(args.models, tracker, args.champion, args.challenger)
     print(json.dumps({"tracking_uri": tracker.uri, "versions": versions}, indent=2))
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from cryptovol_training.card import render, write
+
+    if args.write is None:
+        print(render(args.models), end="")
+    else:
+        changed = write(args.models, args.write)
+        print(f"{args.write}: {'tables updated' if changed else 'up to date'}")
     return 0
 
 
@@ -168,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "register":
             return _register(args, settings)
+        if args.command == "card":
+            return _card(args)
         return _train(args, settings)
     except (FileNotFoundError, ValueError, ArtifactError) as exc:
         log.error("cryptovol-train failed: %s", exc)

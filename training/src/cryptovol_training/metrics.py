@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -13,7 +14,19 @@ from sklearn.metrics import (
 )
 
 METRIC_NAMES = ("n", "positives", "prevalence", "pr_auc", "pr_auc_lift", "roc_auc", "precision",
-                "recall", "f1", "flag_rate", "brier", "threshold")
+                "recall", "f1", "flag_rate", "brier", "ece", "threshold")
+CALIBRATION_BINS = 10
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Mean |observed rate - mean score| over equal-width score bins, weighted by rows."""
+    if len(y) == 0:
+        return math.nan
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, weights=y, minlength=bins)
+                 - np.bincount(which, weights=p, minlength=bins))
+    return float(gap.sum() / count.sum())
 
 
 def binary_metrics(
@@ -47,6 +60,7 @@ def binary_metrics(
         "f1": f1,
         "flag_rate": float(flagged.mean()) if n else math.nan,
         "brier": float(brier_score_loss(y, p)) if n else math.nan,
+        "ece": expected_calibration_error(y, p),
         "threshold": float(threshold),
     }
 
@@ -79,7 +93,59 @@ def choose_threshold(
     return float(np.clip(thresholds[best].max(), 0.0, 1.0))
 
 
-def finite(metrics: dict[str, float]) -> dict[str, float]:
+def finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """Only the finite numbers (what MLflow accepts)."""
     return {k: float(v) for k, v in metrics.items()
             if isinstance(v, int | float) and math.isfinite(v)}
+
+
+# --- against persistence: the bars a served model must clear ---------------------------
+
+TARGET_LIFT_PREVALENCE = 2.0
+TARGET_LIFT_PERSISTENCE = 1.15
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf become None, numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def finite(value: Any) -> float:
+    """A number, or NaN for None and non-numbers."""
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else math.nan
+
+
+def lifts(metrics: dict[str, Any], persistence: dict[str, Any]) -> dict[str, Any]:
+    """A model's numbers against persistence's and the prevalence, with the bars met."""
+    pr_auc, pers = finite(metrics.get("pr_auc")), finite(persistence.get("pr_auc"))
+    prevalence = finite(metrics.get("prevalence"))
+    vs_prev = pr_auc / prevalence if prevalence else math.nan
+    vs_pers = pr_auc / pers if pers else math.nan
+    rate = finite(metrics.get("flag_rate")) / prevalence if prevalence else math.nan
+    checks = {
+        "pr_auc_vs_persistence": bool(vs_pers >= TARGET_LIFT_PERSISTENCE),
+        "pr_auc_vs_prevalence": bool(vs_prev >= TARGET_LIFT_PREVALENCE),
+        "f1_vs_persistence": bool(finite(metrics.get("f1")) >= finite(persistence.get("f1"))),
+        "flag_rate_within_half_to_twice_spike_rate": bool(0.5 <= rate <= 2.0),
+        "brier_below_persistence": bool(finite(metrics.get("brier"))
+                                        < finite(persistence.get("brier"))),
+    }
+    return {
+        "pr_auc": pr_auc, "prevalence": prevalence, "persistence_pr_auc": pers,
+        "lift_over_prevalence": vs_prev, "lift_over_persistence": vs_pers,
+        "flag_rate_over_prevalence": rate,
+        "target_lift_over_prevalence": TARGET_LIFT_PREVALENCE,
+        "target_lift_over_persistence": TARGET_LIFT_PERSISTENCE,
+        "checks": checks, "all_met": all(checks.values()),
+        "beats_persistence": bool(vs_pers > 1.0),
+    }
+
+

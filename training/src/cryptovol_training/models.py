@@ -1,20 +1,28 @@
-"""The candidate models and the two baselines.
+"""The candidate models and the baselines.
 
 Every learned model is a plain scikit-learn estimator over columns of the
 feature row as served (``cryptovol.core.features.FEATURE_NAMES``), so the artifact
-needs nothing but scikit-learn to score. Missing values are filled with the medians of the
-fitting rows before fitting and scoring: the same values the API uses for a
-field a request omits (``metadata.imputation``).
+needs nothing but scikit-learn to score. Missing values are filled with the
+medians of the fitting rows before fitting and scoring: the same values the
+API uses for a field a request omits (``metadata.imputation``), applied by the
+same code (``cryptovol.core.scoring.ScoringContract``).
+
+The label is relative to the last 30 minutes, so the served logistic
+regression sees only regime-relative inputs: the last 30 s, 60 s and 300 s of
+volatility measured against ``tau`` (``rel_rv_*``) and how far ``tau`` sits
+above the typical minute (``q90_excess_30m``), all from the engine's
+30-minute context. No absolute level: what it learns on a calm day holds on
+a busy one (docs/model_card.md has the evidence).
 
 Baselines:
 
 - z-score: ``Phi((log vol_ratio_60_300 - mu) / sigma)``: how unusual the last
   minute's volatility is against the last five minutes', in standard units of
   the fitting rows (``mu``, ``sigma``); served as the ``baseline`` variant.
-- persistence: ``RV_60 / tau`` from the label code, as a probability
-  ``r / (1 + r)`` (so 0.5 means "this minute is already at the spike
-  threshold"); it needs ``tau``, which a served feature row does not carry, so
-  it is an evaluation baseline only, with the fixed threshold 0.5.
+- persistence: ``RV_60 / tau`` as a probability ``r / (1 + r)`` (so 0.5 means
+  "this minute is already at the spike threshold"), threshold 0.5. As a
+  reference it takes ``tau`` from the label code; as a servable artifact
+  (``persistence_rule``) the engine's ``persistence`` feature, the same ratio.
 """
 
 from __future__ import annotations
@@ -30,22 +38,34 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from cryptovol.core.features import FEATURE_NAMES
-from cryptovol.runtime.artifacts import ZScoreRule
+from cryptovol.core.scoring import PersistenceRule, ZScoreRule
 
 FEATURES: tuple[str, ...] = tuple(FEATURE_NAMES)
 
 ZSCORE_FEATURE = "vol_ratio_60_300"
-PERSISTENCE = "persistence"
+PERSISTENCE = "persistence"  # the reference (tau from the label code)
+PERSISTENCE_RULE = "persistence_rule"  # the servable artifact (the engine's ratio)
 ZSCORE = "baseline"
 PERSISTENCE_THRESHOLD = 0.5
 
-
+#: Regime-relative inputs of the served logistic regression (engine features).
+RELATIVE_FEATURES = ("rel_rv_30s", "rel_rv_60s", "rel_rv_300s", "q90_excess_30m")
+#: Absolute log-volatility at three horizons: the earlier served model's inputs.
 HAR_FEATURES = ("rv_30s", "rv_60s", "rv_300s")
 
 
 def make_logistic_regression(seed: int) -> Any:
-    """Logistic regression on log-volatility at three horizons (in the spirit of
-    HAR-RV forecasting): ``log1p(rv / sd)`` of each window, standardised."""
+    """Logistic regression on the regime-relative inputs (already logarithms),
+    standardised."""
+    return Pipeline([
+        ("scale", StandardScaler()),
+        ("clf", LogisticRegression(C=0.05, max_iter=2000, random_state=seed)),
+    ])
+
+
+def make_har_logistic(seed: int) -> Any:
+    """The earlier served model: ``log1p(rv / sd)`` of each window, standardised
+    (log-volatility at three horizons, in the spirit of HAR-RV forecasting)."""
     return Pipeline([
         ("unit", StandardScaler(with_mean=False)),
         ("log", FunctionTransformer(np.log1p)),
@@ -80,7 +100,12 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("logistic_regression", make_logistic_regression,
-                  "L2 logistic regression (C=0.05) on log1p(rv/sd) of rv_30s, rv_60s, rv_300s",
+                  "L2 logistic regression (C=0.05) on the regime-relative inputs "
+                  "rel_rv_30s, rel_rv_60s, rel_rv_300s, q90_excess_30m, standardised",
+                  RELATIVE_FEATURES),
+        ModelSpec("har_logistic", make_har_logistic,
+                  "L2 logistic regression (C=0.05) on log1p(rv/sd) of rv_30s, rv_60s, rv_300s "
+                  "(absolute levels: the earlier served model)",
                   HAR_FEATURES),
         ModelSpec("random_forest", make_random_forest,
                   "100 trees, depth <= 8, >= 100 rows a leaf, 30 % of features a split, "
@@ -92,7 +117,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 }
 #: Shipped by default. Gradient boosting is evaluated on request (--models) but did
 #: not beat persistence out of time (docs/model_card.md), so it is not shipped.
-DEFAULT_MODELS: tuple[str, ...] = ("logistic_regression", "random_forest")
+DEFAULT_MODELS: tuple[str, ...] = ("logistic_regression", "random_forest", "har_logistic")
 
 
 class ConstantModel:
@@ -116,11 +141,6 @@ def imputation_values(X: np.ndarray, features: Sequence[str]) -> dict[str, float
     return values
 
 
-def impute(X: np.ndarray, features: Sequence[str], values: dict[str, float]) -> np.ndarray:
-    fill = np.array([values[f] for f in features], dtype=np.float64)
-    return np.where(np.isfinite(X), X, fill)
-
-
 def fit_model(name: str, X: np.ndarray, y: np.ndarray, seed: int) -> Any:
     """Fit a candidate on ``X`` (its own feature columns, imputed)."""
     if len(np.unique(y)) < 2:
@@ -138,10 +158,10 @@ def fit_zscore(X: np.ndarray, features: Sequence[str]) -> ZScoreRule:
 
 
 def persistence_probability(ratio: np.ndarray) -> np.ndarray:
-    """``r / (1 + r)`` for ``r = RV_60 / tau`` (monotone, so ranking metrics are those of r)."""
-    r = np.nan_to_num(np.asarray(ratio, dtype=np.float64), nan=0.0, posinf=1e12)
-    r = np.maximum(r, 0.0)
-    return r / (1.0 + r)
+    """``r / (1 + r)`` for ``r = RV_60 / tau`` (monotone, so ranking metrics are those of r):
+    the persistence rule's own scoring."""
+    r = np.asarray(ratio, dtype=np.float64).reshape(-1, 1)
+    return PersistenceRule().score(r, [PersistenceRule().feature])
 
 
 def feature_importance(model: Any, features: Sequence[str]) -> dict[str, float]:

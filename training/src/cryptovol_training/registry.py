@@ -11,7 +11,8 @@ from cryptovol_training.tracking import Tracker
 
 
 def default_aliases(folders: Sequence[Path]) -> tuple[str | None, str | None]:
-    """Champion: the artifact marked ``champion`` at training (else ``random_forest``);
+    """Champion: the artifact marked ``champion`` at training (the served one; else the
+    default model);
     challenger: the best other learned model by its walk-forward PR-AUC."""
     metas = {f.name: load_artifact(f).metadata for f in folders}
     ml = {n: m for n, m in metas.items() if m.variant == "ml"}

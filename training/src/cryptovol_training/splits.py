@@ -4,10 +4,9 @@ Two sets of rows take part: the *evaluation* rows (the label exactly as
 defined, past warm-up: what the service scores) and the *training* rows (every
 row with a causal label, see ``cryptovol_training.dataset``), both in time
 order. The evaluation rows are cut into ``n_blocks`` blocks of equal row count.
-Fold ``k`` tests on block ``k`` and learns only from rows before it (an
-expanding window): the last ``valid_fraction`` of the earlier evaluation rows
-is the validation slice (decision thresholds are chosen there), and the
-training rows before that slice are the fitting slice.
+Fold ``k`` tests on block ``k`` and learns only from the training rows before
+it (an expanding window); its decision threshold is chosen on those rows too
+(out of fold, see ``cryptovol_training.candidates``).
 
 Purge and embargo: a row's label depends on data up to ``t + horizon``. A row
 may sit in an earlier slice only if its label window ends at least
@@ -15,13 +14,21 @@ may sit in an earlier slice only if its label window ends at least
 
     t + horizon <= next_slice_start - embargo_s
 
-so no training label sees a validation or test tick, and no validation label a
-test tick. Rows of later blocks are never used by fold ``k``.
+so no training label sees a test tick. Rows of later blocks are never used by
+fold ``k``.
+
+The locked final test: before anything is chosen, the most recent
+``FinalTestConfig.fraction`` of the recorded time (tick time inside gap-free
+segments, gaps not counted) is set aside, starting at the start of a segment
+(:func:`final_test_start`, computed from tick times alone, never from labels).
+Walk-forward, model choice and thresholds see only the rows before it, purged
+like any other slice; the final test is scored once, at the end.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,14 +37,11 @@ import numpy as np
 class SplitConfig:
     n_blocks: int = 6
     min_train_blocks: int = 2
-    valid_fraction: float = 0.25
     embargo_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_train_blocks < self.n_blocks:
             raise ValueError("need 1 <= min_train_blocks < n_blocks")
-        if not 0.0 < self.valid_fraction < 1.0:
-            raise ValueError("valid_fraction must be in (0, 1)")
         if self.embargo_s < 0:
             raise ValueError("embargo_s must be >= 0")
 
@@ -46,26 +50,59 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class FinalTestConfig:
+    """The most recent ``fraction`` of recorded time, locked away (0 disables it)."""
+
+    fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 1.0:
+            raise ValueError("final test fraction must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def final_test_start(ts: np.ndarray, segments: np.ndarray, fraction: float) -> float | None:
+    """The start of the locked final test: the latest segment start such that the
+    recorded time from it to the end is at least ``fraction`` of all recorded
+    time. ``segments`` labels each tick's gap-free segment (any hashable, e.g.
+    product and segment id); None when ``fraction`` is 0 or nothing is recorded."""
+    ts = np.asarray(ts, dtype=np.float64)
+    if fraction <= 0 or len(ts) == 0:
+        return None
+    spans: dict[Any, list[float]] = {}
+    for key, t in zip(segments.tolist(), ts.tolist(), strict=True):
+        span = spans.setdefault(key, [t, t])
+        span[0], span[1] = min(span[0], t), max(span[1], t)
+    starts = np.array([lo for lo, _ in spans.values()])
+    lengths = np.array([hi - lo for lo, hi in spans.values()])
+    total = lengths.sum()
+    if total <= 0:
+        return None
+    order = np.argsort(starts, kind="stable")[::-1]  # latest first
+    after = np.cumsum(lengths[order])  # recorded time from each start to the end
+    reached = np.flatnonzero(after >= fraction * total)
+    return float(starts[order[reached[0]]]) if len(reached) else float(starts.min())
+
+
+@dataclass(frozen=True)
 class Fold:
-    """One walk-forward fold: ``fit`` indexes the training rows, ``valid`` and
-    ``test`` the evaluation rows."""
+    """One walk-forward fold: ``fit`` indexes the training rows, ``test`` the
+    evaluation rows."""
 
     index: int
     fit: np.ndarray
-    valid: np.ndarray
     test: np.ndarray
     test_start: float
     test_end: float
 
     def describe(self, ts_eval: np.ndarray, ts_train: np.ndarray) -> dict[str, float | int]:
-        def span(ts: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
-            return (float(ts[rows].min()), float(ts[rows].max())) if len(rows) else (np.nan,) * 2
-
-        fit_start, fit_end = span(ts_train, self.fit)
-        valid_start, valid_end = span(ts_eval, self.valid)
-        return {"fold": self.index, "n_fit": len(self.fit), "n_valid": len(self.valid),
-                "n_test": len(self.test), "fit_start": fit_start, "fit_end": fit_end,
-                "valid_start": valid_start, "valid_end": valid_end,
+        rows = self.fit
+        fit_start, fit_end = ((float(ts_train[rows].min()), float(ts_train[rows].max()))
+                              if len(rows) else (np.nan, np.nan))
+        return {"fold": self.index, "n_fit": len(self.fit), "n_test": len(self.test),
+                "fit_start": fit_start, "fit_end": fit_end,
                 "test_start": self.test_start, "test_end": self.test_end}
 
 
@@ -88,26 +125,6 @@ def block_edges(ts: np.ndarray, n_blocks: int) -> list[int]:
     return edges
 
 
-def split_fit_valid(
-    past_eval: np.ndarray, ts_eval: np.ndarray, ts_train: np.ndarray, limit: float,
-    cfg: SplitConfig, horizon_s: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The validation slice (the last ``valid_fraction`` of the evaluation rows in
-    ``past_eval``; counting rows, not seconds, keeps it meaningful across long
-    recording gaps) and the fitting slice before it (training rows, purged
-    against the validation start, and never later than ``limit``)."""
-    if len(past_eval) == 0:
-        empty = np.arange(0)
-        return purge_before(np.arange(len(ts_train)), ts_train, limit, horizon_s,
-                            cfg.embargo_s), empty
-    cut = min(round(len(past_eval) * (1.0 - cfg.valid_fraction)), len(past_eval) - 1)
-    valid_start = float(ts_eval[past_eval[cut]])
-    valid = past_eval[ts_eval[past_eval] >= valid_start]
-    boundary = min(valid_start, limit)
-    fit = purge_before(np.arange(len(ts_train)), ts_train, boundary, horizon_s, cfg.embargo_s)
-    return fit, valid
-
-
 def _sorted(ts: np.ndarray) -> np.ndarray:
     ts = np.asarray(ts, dtype=np.float64)
     if np.any(np.diff(ts) < 0):
@@ -122,29 +139,18 @@ def walk_forward(
 
     ``ts_train`` (time-sorted) are the rows models may learn from, which can be
     a superset of the evaluation rows (default: the same rows). ``fit`` indexes
-    ``ts_train``; ``valid`` and ``test`` index ``ts_eval``."""
+    ``ts_train``; ``test`` indexes ``ts_eval``."""
     ts_eval = _sorted(ts_eval)
     ts_train = ts_eval if ts_train is None else _sorted(ts_train)
     edges = block_edges(ts_eval, cfg.n_blocks)
     positions = np.arange(len(ts_eval))
+    everything = np.arange(len(ts_train))
     folds: list[Fold] = []
     for k in range(cfg.min_train_blocks, cfg.n_blocks):
         lo, hi = edges[k], edges[k + 1]
         if hi <= lo:
             continue
         test_start = float(ts_eval[lo])
-        past = purge_before(positions[:lo], ts_eval, test_start, horizon_s, cfg.embargo_s)
-        fit, valid = split_fit_valid(past, ts_eval, ts_train, test_start, cfg, horizon_s)
-        folds.append(Fold(len(folds), fit, valid, positions[lo:hi], test_start,
-                          float(ts_eval[hi - 1])))
+        fit = purge_before(everything, ts_train, test_start, horizon_s, cfg.embargo_s)
+        folds.append(Fold(len(folds), fit, positions[lo:hi], test_start, float(ts_eval[hi - 1])))
     return folds
-
-
-def final_split(
-    ts_eval: np.ndarray, cfg: SplitConfig, horizon_s: float, ts_train: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fitting rows (into ``ts_train``) and the validation slice (into ``ts_eval``,
-    the most recent rows) for the served model."""
-    ts_eval = _sorted(ts_eval)
-    ts_train = ts_eval if ts_train is None else _sorted(ts_train)
-    return split_fit_valid(np.arange(len(ts_eval)), ts_eval, ts_train, np.inf, cfg, horizon_s)

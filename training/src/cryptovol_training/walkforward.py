@@ -1,33 +1,33 @@
-"""Walk-forward evaluation of every candidate and both baselines.
+"""Walk-forward evaluation of every candidate and the baselines (development rows only).
 
-Per fold: medians for imputation and every model are fitted on the fitting
-slice (training rows) only; each model's decision threshold is the best-F1 threshold on the
-validation slice; the test block is scored once. Nothing of a test block is
-used for any choice. "Overall" pools the out-of-time scores of all folds (each
-flagged with its own fold's threshold).
+Per fold: each candidate is fitted by :func:`~cryptovol_training.candidates.fit_candidate`
+on the fold's fitting rows (imputation medians, model and decision threshold
+all from those rows), and the test block is scored once. Nothing of a test
+block is used for any choice, and the locked final test is not here at all.
+"Overall" pools the out-of-time scores of all folds (each flagged with its
+own fold's threshold); ``per_block`` says how often a model beat persistence
+block by block, so one lucky block cannot carry the result.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cryptovol_training.dataset import FEATURES, matrix
-from cryptovol_training.metrics import binary_metrics, choose_threshold
+from cryptovol_training.candidates import fit_candidate
+from cryptovol_training.metrics import binary_metrics
 from cryptovol_training.models import (
     MODEL_SPECS,
     PERSISTENCE,
     PERSISTENCE_THRESHOLD,
     ZSCORE,
     feature_importance,
-    fit_model,
-    fit_zscore,
-    imputation_values,
-    impute,
     persistence_probability,
 )
 from cryptovol_training.splits import Fold
@@ -39,9 +39,8 @@ REGIMES = ("calm", "normal", "volatile")
 class ModelEvaluation:
     name: str
     folds: list[dict[str, float]] = field(default_factory=list)
-    validation: list[dict[str, float]] = field(default_factory=list)
     overall: dict[str, float] = field(default_factory=dict)
-    validation_overall: dict[str, float] = field(default_factory=dict)
+    per_block: dict[str, Any] = field(default_factory=dict)
     importance: dict[str, float] = field(default_factory=dict)
 
 
@@ -70,10 +69,35 @@ def regimes(tau: np.ndarray) -> np.ndarray:
     return np.where(tau <= lo, REGIMES[0], np.where(tau <= hi, REGIMES[1], REGIMES[2]))
 
 
-def _pooled(y: np.ndarray, scores: np.ndarray, flags: np.ndarray) -> dict[str, float]:
+def pooled(y: np.ndarray, scores: np.ndarray, flags: np.ndarray) -> dict[str, float]:
     out = binary_metrics(y, scores, threshold=float("nan"), flags=flags)
     out.pop("threshold")
     return out
+
+
+def block_comparison(blocks: Sequence[dict[str, float]],
+                     reference: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """Block by block against persistence: PR-AUC lifts, F1 and the flag rate's
+    ratio to the spike rate, over the blocks that hold both classes."""
+    lifts, f1_wins, rate_ratios = [], 0, []
+    for mine, ref in zip(blocks, reference, strict=True):
+        a, b = mine.get("pr_auc", math.nan), ref.get("pr_auc", math.nan)
+        if not (math.isfinite(a) and math.isfinite(b) and b > 0):
+            continue
+        lifts.append(a / b)
+        f1_wins += int((mine.get("f1") or 0.0) >= (ref.get("f1") or 0.0))
+        prevalence = mine.get("prevalence") or 0.0
+        if prevalence > 0:
+            rate_ratios.append((mine.get("flag_rate") or 0.0) / prevalence)
+    n = len(lifts)
+    return {
+        "blocks": n,
+        "pr_auc_beats_persistence": int(sum(lift > 1.0 for lift in lifts)),
+        "f1_at_least_persistence": f1_wins,
+        "pr_auc_lift_median": float(np.median(lifts)) if n else math.nan,
+        "pr_auc_lift_min": float(np.min(lifts)) if n else math.nan,
+        "flag_rate_over_prevalence": [round(r, 3) for r in rate_ratios],
+    }
 
 
 def run_walk_forward(
@@ -83,69 +107,49 @@ def run_walk_forward(
     model_names: Sequence[str],
     seed: int = 0,
     progress: bool = True,
+    purge_s: float = 120.0,
 ) -> WalkForwardResult:
-    X_train_raw = matrix(train_rows, FEATURES)
-    y_train = train_rows["train_spike"].to_numpy(dtype=np.int64)
-    X_eval_raw = matrix(eval_rows, FEATURES)
     y = eval_rows["spike"].to_numpy(dtype=np.int64)
     persistence = persistence_probability(eval_rows["persistence"].to_numpy())
-    names = [*model_names, ZSCORE, PERSISTENCE]
+    fitted_names = [*model_names, ZSCORE]
+    names = [*fitted_names, PERSISTENCE]
     evaluations = {name: ModelEvaluation(name) for name in names}
     pieces: list[pd.DataFrame] = []
     importances: dict[str, list[dict[str, float]]] = {name: [] for name in model_names}
-    valid_scores: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    valid_y: list[np.ndarray] = []
-    column = {f: j for j, f in enumerate(FEATURES)}
 
-    steps = tqdm(total=len(folds) * len(names), desc="walk-forward", unit="fit",
+    steps = tqdm(total=len(folds) * len(fitted_names), desc="walk-forward", unit="fit",
                  disable=not progress)
     for fold in folds:
-        fill = imputation_values(X_train_raw[fold.fit], FEATURES)
-        X_train = impute(X_train_raw, FEATURES, fill)
-        X_eval = impute(X_eval_raw, FEATURES, fill)
-        piece = pd.DataFrame({"fold": fold.index, "ts": eval_rows["ts"].to_numpy()[fold.test],
+        test_rows = eval_rows.iloc[fold.test]
+        fit_rows = train_rows.iloc[fold.fit]
+        piece = pd.DataFrame({"fold": fold.index, "ts": test_rows["ts"].to_numpy(),
                               "y": y[fold.test]})
-        valid_y.append(y[fold.valid])
         for name in names:
             if name == PERSISTENCE:
-                valid_p, test_p = persistence[fold.valid], persistence[fold.test]
-                threshold = PERSISTENCE_THRESHOLD
-            elif name == ZSCORE:
-                rule = fit_zscore(X_train_raw[fold.fit], FEATURES)
-                valid_p = rule.score(X_eval[fold.valid], FEATURES)
-                test_p = rule.score(X_eval[fold.test], FEATURES)
-                threshold = choose_threshold(y[fold.valid], valid_p)
+                test_p, threshold = persistence[fold.test], PERSISTENCE_THRESHOLD
             else:
-                cols = [column[f] for f in MODEL_SPECS[name].features]
-                model = fit_model(name, X_train[np.ix_(fold.fit, cols)], y_train[fold.fit], seed)
-                valid_p = model.predict_proba(X_eval[np.ix_(fold.valid, cols)])[:, 1]
-                test_p = model.predict_proba(X_eval[np.ix_(fold.test, cols)])[:, 1]
-                threshold = choose_threshold(y[fold.valid], valid_p)
-                importances[name].append(feature_importance(model, MODEL_SPECS[name].features))
-            ev = evaluations[name]
-            ev.validation.append({"fold": fold.index,
-                                  **binary_metrics(y[fold.valid], valid_p, threshold)})
-            ev.folds.append({"fold": fold.index, **binary_metrics(y[fold.test], test_p, threshold)})
-            valid_scores[name].append(valid_p)
+                fitted = fit_candidate(name, fit_rows, seed=seed, purge_s=purge_s)
+                test_p, threshold = fitted.score(test_rows), fitted.threshold
+                if name in importances:
+                    importances[name].append(
+                        feature_importance(fitted.model, MODEL_SPECS[name].features))
+                steps.update()
+            evaluations[name].folds.append(
+                {"fold": fold.index, **binary_metrics(y[fold.test], test_p, threshold)})
             piece[name] = test_p
             piece[f"{name}_flag"] = test_p >= threshold
-            steps.update()
         pieces.append(piece)
     steps.close()
 
     predictions = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
     if len(predictions):
-        test_rows = np.concatenate([f.test for f in folds])
-        predictions["regime"] = regimes(eval_rows["tau"].to_numpy())[test_rows]
-    all_valid_y = np.concatenate(valid_y) if valid_y else np.empty(0)
+        test_rows_all = np.concatenate([f.test for f in folds])
+        predictions["regime"] = regimes(eval_rows["tau"].to_numpy())[test_rows_all]
     for name, ev in evaluations.items():
         if len(predictions):
-            ev.overall = _pooled(predictions["y"].to_numpy(), predictions[name].to_numpy(),
-                                 predictions[f"{name}_flag"].to_numpy())
-            scores = np.concatenate(valid_scores[name])
-            thresholds = np.repeat([v["threshold"] for v in ev.validation],
-                                   [len(v) for v in valid_scores[name]])
-            ev.validation_overall = _pooled(all_valid_y, scores, scores >= thresholds)
+            ev.overall = pooled(predictions["y"].to_numpy(), predictions[name].to_numpy(),
+                                predictions[f"{name}_flag"].to_numpy())
+        ev.per_block = block_comparison(ev.folds, evaluations[PERSISTENCE].folds)
         if importances.get(name):
             used = MODEL_SPECS[name].features
             ev.importance = {f: float(np.mean([imp.get(f, 0.0) for imp in importances[name]]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,7 +12,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import TypeAdapter, ValidationError
 
-from cryptovol.core.schemas import format_ts, utc_now
+from cryptovol.core.timestamps import format_micros, now_micros
 from cryptovol.runtime.logs import get_logger
 from cryptovol_api import metrics
 from cryptovol_api.buildinfo import API_VERSION, resolve_git_sha
@@ -47,7 +46,7 @@ features are ignored and listed in `ignored_fields`.
 
 
 def format_ts_epoch(epoch: float | None) -> str | None:
-    return None if epoch is None else format_ts(datetime.fromtimestamp(epoch, UTC))
+    return None if epoch is None else format_micros(round(epoch * 1e6))
 
 
 class ApiError(Exception):
@@ -245,7 +244,7 @@ def create_app(
             "scores": scores.tolist(),
             "spikes": flags.tolist(),
             **model_fields,
-            "ts": format_ts(utc_now()),
+            "ts": format_micros(now_micros()),
             "imputed": prepared.imputed,
             "ignored_fields": prepared.ignored,
             "warnings": warnings,

@@ -57,8 +57,10 @@ class CompiledLinear:
 
 
 def _scaler(step: Any, n: int) -> _Affine | None:
-    mean = getattr(step, "mean_", None)
-    scale = getattr(step, "scale_", None)
+    """``(x - mean) / scale``; a scaler fitted ``with_mean=False`` still stores
+    ``mean_`` but does not subtract it (and ``with_std=False`` stores no scale)."""
+    mean = getattr(step, "mean_", None) if getattr(step, "with_mean", True) else None
+    scale = getattr(step, "scale_", None) if getattr(step, "with_std", True) else None
     if getattr(step, "with_mean", True) and mean is None:
         return None
     mean = np.zeros(n) if mean is None else np.asarray(mean, dtype=np.float64)

@@ -1,13 +1,13 @@
 """The loaded model and everything about it that is computed once at start-up.
 
-``Scorer`` turns a batch of feature dicts into one matrix in the model's own
-feature order, imputes missing values from the artifact's stored imputation
-values, and scores the whole batch in one call.
+``Scorer`` prepares a batch of feature dicts with the artifact's scoring
+contract (``cryptovol.core.scoring``: column order, imputation, checks: the same
+code training and ``cryptovol-train evaluate`` use) and scores the whole
+batch in one call, with a compiled equivalent of the model where there is one.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from cryptovol.core.schemas import format_ts
+from cryptovol.core.scoring import OutsideDomain, PreparedBatch, checked_scores
+from cryptovol.core.timestamps import format_time
 from cryptovol.runtime.logs import get_logger
 from cryptovol_api.fast_linear import compile_linear
 from cryptovol_api.fast_trees import COMPILED_MAX_ROWS, compile_scorer, tune_for_serving
@@ -26,22 +27,6 @@ log = get_logger(__name__)
 
 class ModelLoadError(RuntimeError):
     """The configured model cannot be served; the message says why."""
-
-
-class OutsideDomain(ValueError):
-    """Feature values the model cannot score; the message names the rows."""
-
-
-@dataclass(frozen=True)
-class PreparedBatch:
-    X: np.ndarray
-    imputed: list[list[str]]  # per row, the features filled from imputation values
-    ignored: list[str]  # fields no row needs (not model features), sorted
-    without_inputs: list[int] = field(default_factory=list)  # rows with every feature imputed
-
-    @property
-    def n_without_inputs(self) -> int:
-        return len(self.without_inputs)
 
 
 class Scorer:
@@ -56,25 +41,13 @@ class Scorer:
         self.variant = str(md.variant)
         self.model_type = str(md.model_type)
         self.sha256 = str(md.sha256)
-        self.threshold = float(md.threshold)
-        self.features: tuple[str, ...] = tuple(md.features)
-        if not self.features:
-            raise ModelLoadError(f"model at {path} lists no features")
-        if not np.isfinite(self.threshold):
-            raise ModelLoadError(f"model at {path} has a non-finite threshold")
-        # Same rule as ``cryptovol.runtime.artifacts.Artifact.matrix``: the stored value,
-        # or 0.0 for a feature the artifact stores none for.
-        imputation = dict(md.imputation or {})
-        self._fill = np.asarray([float(imputation.get(f, 0.0)) for f in self.features], float)
-        if not np.isfinite(self._fill).all():
-            raise ModelLoadError(f"model at {path} has non-finite imputation values")
-        self._feature_set = frozenset(self.features)
-        getter = operator.itemgetter(*self.features)
-        # itemgetter of one name returns a bare value, not a tuple
-        self._pick = getter if len(self.features) > 1 else lambda row: (getter(row),)
+        self.contract = artifact.contract
+        self.threshold = self.contract.threshold
+        self.features: tuple[str, ...] = self.contract.features
+        self._fill = self.contract.fill
         self._score = self._fastest_scorer(artifact)
         created = md.created_at
-        self.trained_at = format_ts(created) if hasattr(created, "tzinfo") else str(created)
+        self.trained_at = format_time(created) if hasattr(created, "tzinfo") else str(created)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -91,46 +64,10 @@ class Scorer:
         }
 
     def prepare(self, rows: list[dict[str, float | None]]) -> PreparedBatch:
-        feats = self.features
-        # None (and absent keys) become NaN, then take the stored fill value.
-        X = np.array([self._values(row) for row in rows], dtype=float)
-        missing = np.isnan(X)
-        imputed: list[list[str]]
-        if missing.any():
-            X = np.where(missing, self._fill, X)
-            imputed = []
-            by_mask: dict[bytes, list[str]] = {}
-            empty: list[str] = []
-            for r, has_missing in enumerate(missing.any(axis=1).tolist()):
-                if not has_missing:
-                    imputed.append(empty)
-                    continue
-                key = missing[r].tobytes()
-                names = by_mask.get(key)
-                if names is None:
-                    names = by_mask[key] = [feats[c] for c in np.flatnonzero(missing[r])]
-                imputed.append(names)
-        else:
-            imputed = [[] for _ in rows]
-        ignored = sorted(set().union(*rows) - self._feature_set)
-        n_features = len(feats)
-        without = [i for i, names in enumerate(imputed) if len(names) == n_features]
-        return PreparedBatch(X=X, imputed=imputed, ignored=ignored, without_inputs=without)
+        return self.contract.prepare(rows)
 
     def warnings(self, prepared: PreparedBatch) -> list[str]:
-        """What a caller must know about the scores of this batch (empty when nothing)."""
-        if not prepared.without_inputs:
-            return []
-        rows = prepared.without_inputs
-        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
-        return [
-            f"{len(rows)} of {len(prepared.imputed)} rows (row {shown}) carry none of the "
-            f"model's features ({', '.join(self.features)}): each scores as a typical row "
-            "(every feature imputed), not as itself. The original minimal row "
-            "(ret_mean, ret_std, n over 60 s) cannot give them: they are relative to the last "
-            "30 minutes of the market. Send the feature row the featurizer emits "
-            "(docs/api.md)."
-        ]
+        return self.contract.warnings(prepared)
 
     def _fastest_scorer(self, artifact: Any) -> Callable[[np.ndarray], np.ndarray]:
         """``artifact.score``, or a compiled equivalent checked against it here: a
@@ -179,28 +116,17 @@ class Scorer:
         signs = rng.choice([-1.0, 1.0], size=(n, len(self.features)))
         return np.vstack([self._fill, self._fill + signs * spread * scale * 0.5])
 
-    def _values(self, row: dict[str, float | None]) -> tuple | list:
-        try:
-            return self._pick(row)  # every feature present: one C-level call
-        except KeyError:
-            return [row.get(f) for f in self.features]
-
     def score(self, X: np.ndarray) -> np.ndarray:
         """One score per row; :class:`OutsideDomain` for values the model cannot score
         (e.g. a negative volatility under a logarithm)."""
         try:
             with np.errstate(all="ignore"):
-                scores = np.asarray(self._score(X), dtype=float).reshape(-1)
+                scores = self._score(X)
+        except OutsideDomain:
+            raise
         except ValueError as exc:
             raise OutsideDomain(f"the model cannot score these values: {exc}") from exc
-        if scores.shape[0] != X.shape[0]:
-            raise RuntimeError(f"model returned {scores.shape[0]} scores for {X.shape[0]} rows")
-        bad = np.flatnonzero(~np.isfinite(scores))
-        if len(bad):
-            shown = ", ".join(map(str, bad[:10].tolist())) + (", ..." if len(bad) > 10 else "")
-            raise OutsideDomain(f"rows {shown}: values outside the model's domain "
-                                "(volatilities and counts cannot be negative)")
-        return scores
+        return checked_scores(scores, X.shape[0])
 
 
 @dataclass

@@ -24,7 +24,8 @@ class ApiSettings(ServiceSettings):
     model_version: str = Field("logistic_regression", description="artifact folder used when ml")
     models_dir: Path = Path("models/artifacts")
     max_rows: int = Field(1000, ge=1, description="rows accepted in one /predict request")
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="largest /predict body")
+    # 1,000 featurizer rows of 37 named features are about 1.5 MB of JSON
+    max_body_bytes: int = Field(4_000_000, ge=1024, description="largest /predict body")
     kafka_check_interval_s: float = Field(15.0, gt=0)
     kafka_check_timeout_s: float = Field(2.0, gt=0)
     model_threads: int = Field(1, ge=1, description="BLAS/OpenMP threads for model calls")

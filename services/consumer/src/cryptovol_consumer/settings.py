@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from cryptovol.runtime.settings import ServiceSettings
+from cryptovol.runtime.worker import WorkerConfig
 
 
 class ConsumerSettings(ServiceSettings):
@@ -27,3 +28,14 @@ class ConsumerSettings(ServiceSettings):
     predict_warmup: bool = Field(False, description="also score rows whose windows are not full")
     produce_timeout_s: float = Field(10.0, gt=0)
     lag_interval_s: float = Field(5.0, gt=0)
+
+    def worker_config(self) -> WorkerConfig:
+        """Batches of up to ``batch_size`` rows (one /predict call each), waiting
+        ``batch_linger_ms`` to fill; /readyz fails when the loop stalls for three
+        API timeouts (a minute at least)."""
+        return WorkerConfig(
+            inputs=(self.topic_features,), max_records=self.batch_size,
+            linger_ms=self.batch_linger_ms, poll_timeout_ms=500,
+            produce_timeout_s=self.produce_timeout_s, lag_interval_s=self.lag_interval_s,
+            stall_s=max(60.0, 3 * self.api_timeout_s), retry_base_s=self.retry_base_s,
+            retry_max_s=self.retry_max_s)

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from cryptovol.core.schemas import PredictionRecord, to_json_bytes, utc_now
+from cryptovol.core.codec import encode_record
+from cryptovol.core.schemas import PredictionRecord
+from cryptovol.core.timestamps import from_micros, now_micros
 from cryptovol.runtime.logs import get_logger
 from cryptovol_consumer.metrics import LOG_FALLBACK
 
@@ -34,13 +36,13 @@ class FileSink:
         self.folder = folder
 
     def path_for_today(self) -> Path:
-        return self.folder / f"predictions-{utc_now():%Y%m%d}.ndjson"
+        return self.folder / f"predictions-{from_micros(now_micros()):%Y%m%d}.ndjson"
 
     def write(self, records: Sequence[PredictionRecord]) -> None:
         if not records:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        payload = b"".join(to_json_bytes(r) + b"\n" for r in records)
+        payload = b"".join(encode_record(r) + b"\n" for r in records)
         with open(self.path_for_today(), "ab") as handle:
             handle.write(payload)
             handle.flush()
@@ -64,7 +66,7 @@ class KafkaSink:
             return
         try:
             futures = [
-                self.producer.send(self.topic, key=r.product_id.encode(), value=to_json_bytes(r))
+                self.producer.send(self.topic, key=r.product_id.encode(), value=encode_record(r))
                 for r in records
             ]
             self.producer.flush(timeout=self.timeout_s)

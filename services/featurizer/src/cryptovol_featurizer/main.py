@@ -10,43 +10,27 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
+from functools import partial
 from pathlib import Path
 
-from kafka.errors import KafkaError
-
-from cryptovol.runtime.health import serve_http
-from cryptovol.runtime.kafka import ensure_topics, make_consumer, make_producer
-from cryptovol.runtime.lifecycle import Shutdown, tune_gc
-from cryptovol.runtime.logs import configure_logging, get_logger
+from cryptovol.runtime.bootstrap import run_stream_stage
+from cryptovol.runtime.kafka import Clients
+from cryptovol.runtime.logs import configure_logging
+from cryptovol_featurizer import metrics
 from cryptovol_featurizer.offline import write_offline
-from cryptovol_featurizer.service import Featurizer
 from cryptovol_featurizer.settings import FeaturizerSettings
 from cryptovol_featurizer.sink import ParquetSink
+from cryptovol_featurizer.stage import Featurize
 
-log = get_logger(__name__)
 
-
-def _connect(settings: FeaturizerSettings, shutdown: Shutdown) -> tuple | None:
-    """Consumer, producer and read-back reader, retrying until Kafka answers."""
-    delay = 1.0
-    while not shutdown.requested:
-        try:
-            try:
-                ensure_topics(settings, [settings.topic_raw, settings.topic_features])
-            except KafkaError as exc:  # e.g. topics managed by an operator
-                log.warning("could not ensure topics", extra={"error": repr(exc)})
-            producer = make_producer(settings, max_block_ms=10_000)
-            consumer = make_consumer(settings, settings.consumer_group,
-                                     max_poll_records=settings.poll_max_records)
-            reader = make_consumer(settings, None, client_id=f"{settings.service_name}-readback")
-            return consumer, producer, reader
-        except (KafkaError, OSError) as exc:
-            log.warning("Kafka unavailable; retrying", extra={
-                "bootstrap": settings.bootstrap, "error": repr(exc), "retry_in_s": delay})
-            shutdown.wait(delay)
-            delay = min(delay * 2, 30.0)
-    return None
+def build(settings: FeaturizerSettings, _clients: Clients) -> tuple[Featurize, list[ParquetSink]]:
+    """The featurizer's stage and sinks."""
+    stage = Featurize(settings.feature_config(), topic_out=settings.topic_features,
+                      emit_interval_ms=settings.emit_interval_ms,
+                      rebuild_margin_s=settings.rebuild_margin_s)
+    sinks = [ParquetSink(settings.sink_dir(), settings.parquet_max_rows,
+                         settings.parquet_flush_s)] if settings.parquet_enabled else []
+    return stage, sinks
 
 
 def run_service(settings: FeaturizerSettings) -> None:
@@ -54,39 +38,9 @@ def run_service(settings: FeaturizerSettings) -> None:
     # The client's network thread warns whenever the CPU-bound feature loop holds
     # the interpreter for more than 100 ms; heartbeats run on their own thread.
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
-    shutdown = Shutdown()
-    featurizer: Featurizer | None = None
-    started = time.monotonic()
-
-    def health() -> tuple[bool, dict]:
-        if featurizer is None:
-            return False, {"phase": "connecting to Kafka", "since_s": time.monotonic() - started}
-        return featurizer.health()
-
-    server = serve_http(settings.metrics_port, health, host=settings.metrics_host)
-    log.info("featurizer starting", extra={
-        "bootstrap": settings.bootstrap, "topic_in": settings.topic_raw,
-        "topic_out": settings.topic_features, "group": settings.consumer_group,
-        "emit_interval_ms": settings.emit_interval_ms,
-        "metrics_port": server.server_address[1]})
-    connected = _connect(settings, shutdown)
-    if connected is None:
-        server.shutdown()
-        return
-    consumer, producer, reader = connected
-    sink = ParquetSink(settings.sink_dir(), settings.parquet_max_rows, settings.parquet_flush_s) \
-        if settings.parquet_enabled else None
-    featurizer = Featurizer(settings, consumer, producer, reader, shutdown, sink)
-    tune_gc()
-    try:
-        featurizer.run()
-    finally:
-        log.info("stopping")
-        consumer.close(autocommit=False)
-        reader.close(autocommit=False)
-        producer.flush(timeout=settings.produce_timeout_s)
-        producer.close(timeout=settings.produce_timeout_s)
-        server.shutdown()
+    run_stream_stage(settings, settings.worker_config(), group=settings.consumer_group,
+                     outputs=[settings.topic_features], build=partial(build, settings),
+                     lag_gauge=metrics.CONSUMER_LAG, read_back=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from cryptovol.core.features import FeatureConfig, features_frame
-from cryptovol.core.schemas import RawTick
+from cryptovol.core.ticks import Tick
 from cryptovol.runtime.logs import get_logger
 from cryptovol.runtime.recordings import open_recordings, read_ticks
 
@@ -27,7 +27,7 @@ log = get_logger(__name__)
 FILE_NAME = "features.parquet"
 
 
-def _progress(ticks: Iterable[RawTick], total_files: int, show: bool) -> Iterator[RawTick]:
+def _progress(ticks: Iterable[Tick], total_files: int, show: bool) -> Iterator[Tick]:
     bar = tqdm(total=None, unit="tick", desc=f"featurizing {total_files} files", disable=not show)
     try:
         for tick in ticks:

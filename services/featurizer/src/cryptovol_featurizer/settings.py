@@ -8,6 +8,7 @@ from pydantic import Field
 
 from cryptovol.core.features import FeatureConfig
 from cryptovol.runtime.settings import ServiceSettings
+from cryptovol.runtime.worker import WorkerConfig
 
 
 class FeaturizerSettings(ServiceSettings):
@@ -36,6 +37,12 @@ class FeaturizerSettings(ServiceSettings):
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig(gap_s=self.feature_gap_s, grace_s=self.feature_grace_s,
                              jump_s=self.feature_jump_s)
+
+    def worker_config(self) -> WorkerConfig:
+        return WorkerConfig(
+            inputs=(self.topic_raw,), max_records=self.poll_max_records,
+            poll_timeout_ms=self.poll_timeout_ms, produce_timeout_s=self.produce_timeout_s,
+            lag_interval_s=self.lag_interval_s, stall_s=self.stall_s)
 
     def sink_dir(self) -> Path:
         return self.parquet_dir or self.data_dir / "processed" / "stream"

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cryptovol.core.features import FEATURE_NAMES, StepResult
-from cryptovol_featurizer.codec import TickIn
+from cryptovol.core.ticks import Tick
 
 #: Columns of the streaming files: the offline table's, without ``segment_id``
 #: (a counter since the process started, so not stable across restarts).
@@ -51,13 +51,17 @@ def write_new_file(folder: Path, name: str, table: pa.Table) -> Path:
 
 
 class ParquetSink:
+    """The featurizer's sink on the stream worker: rows of acknowledged batches
+    are buffered and written when ``max_rows`` are buffered or the oldest has
+    waited ``flush_s``; the worker commits their offsets only after that."""
+
     def __init__(self, root: Path, max_rows: int = 50_000, flush_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.root = root
         self.max_rows = max_rows
         self.flush_s = flush_s
         self._clock = clock
-        self._rows: dict[tuple[str, int], list[tuple[TickIn, StepResult]]] = {}
+        self._rows: dict[tuple[str, int], list[tuple[Tick, StepResult]]] = {}
         self._count = 0
         self._since = clock()
         self.files_written = 0
@@ -65,7 +69,7 @@ class ParquetSink:
     def __len__(self) -> int:
         return self._count
 
-    def add(self, rows: Sequence[tuple[TickIn, StepResult]]) -> None:
+    def add(self, rows: Sequence[tuple[Tick, StepResult]]) -> None:
         if not self._count:
             self._since = self._clock()
         for tick, res in rows:
@@ -76,6 +80,9 @@ class ParquetSink:
     def due(self) -> bool:
         return self._count >= self.max_rows or (
             self._count > 0 and self._clock() - self._since >= self.flush_s)
+
+    def health(self) -> tuple[bool, dict]:
+        return True, {"parquet_files": self.files_written}
 
     def flush(self) -> list[Path]:
         written = []
@@ -91,7 +98,7 @@ class ParquetSink:
         return written
 
 
-def rows_table(rows: Sequence[tuple[TickIn, StepResult]]) -> pa.Table:
+def rows_table(rows: Sequence[tuple[Tick, StepResult]]) -> pa.Table:
     values = list(zip(*(res.values for _, res in rows), strict=True))
     times = [res.time_us for _, res in rows]
     columns = [

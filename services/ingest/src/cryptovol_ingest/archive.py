@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
-from cryptovol.core.schemas import format_ts
+from cryptovol.core.timestamps import format_micros, from_micros
 from cryptovol.runtime.logs import get_logger
 
 log = get_logger(__name__)
@@ -24,8 +23,8 @@ log = get_logger(__name__)
 FLUSH_INTERVAL_S = 1.0
 
 
-def archive_line(raw: bytes, received: datetime) -> bytes:
-    stamp = format_ts(received).encode()
+def archive_line(raw: bytes, received_us: int) -> bytes:
+    stamp = format_micros(received_us).encode()
     if b"\n" not in raw and b"\r" not in raw:
         try:
             orjson.loads(raw)
@@ -50,9 +49,9 @@ class RawArchive:
         self.path: Path | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def _open(self, received: datetime) -> None:
+    def _open(self, received_us: int) -> None:
         self.close()
-        base = "coinbase-" + received.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        base = "coinbase-" + from_micros(received_us).strftime("%Y%m%dT%H%M%S%fZ")
         path = self.directory / f"{base}.ndjson"
         n = 1
         while path.exists():
@@ -63,12 +62,12 @@ class RawArchive:
         self._opened = self._last_flush = self._clock()
         log.info("raw archive file opened", extra={"path": str(path)})
 
-    def write(self, raw: bytes, received: datetime) -> None:
+    def write(self, raw: bytes, received_us: int) -> None:
         now = self._clock()
         if (self._file is None or self._size >= self.rotate_bytes
                 or now - self._opened >= self.rotate_s):
-            self._open(received)
-        line = archive_line(raw, received)
+            self._open(received_us)
+        line = archive_line(raw, received_us)
         self._file.write(line)  # type: ignore[union-attr]
         self._size += len(line)
         if now - self._last_flush >= FLUSH_INTERVAL_S:

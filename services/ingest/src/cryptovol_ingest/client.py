@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from cryptovol.core.coinbase import SequenceTracker
+from cryptovol.core.timestamps import now_micros
 from cryptovol.runtime.logs import get_logger
 from cryptovol.runtime.pacing import Backoff, RateLimiter
 from cryptovol_ingest.handler import MessageHandler
@@ -127,7 +128,7 @@ class CoinbaseClient:
         handler = self.handler
         while True:
             raw = await ws.recv(decode=False)
-            received = time.time()
+            received = now_micros()
             self._last = time.monotonic()
             message = await handler.handle(raw, received, tracker)
             if message is None:

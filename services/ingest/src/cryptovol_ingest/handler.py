@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Protocol
 
 from cryptovol.core.coinbase import (
@@ -17,7 +16,7 @@ from cryptovol.core.coinbase import (
     Source,
     parse_message,
 )
-from cryptovol.core.schemas import RawTick
+from cryptovol.core.ticks import Tick
 from cryptovol.runtime.logs import get_logger
 from cryptovol_ingest.archive import RawArchive
 from cryptovol_ingest.metrics import IngestMetrics
@@ -28,7 +27,7 @@ BACKPRESSURE_SLEEP_S = 0.005
 
 
 class Sink(Protocol):
-    def offer_ticks(self, ticks: list[RawTick], received: float) -> bool: ...
+    def offer_ticks(self, ticks: list[Tick], received_us: int) -> bool: ...
 
     def offer_dead_letter(self, raw: bytes, reason: str, key: bytes | None = None) -> bool: ...
 
@@ -78,16 +77,15 @@ class MessageHandler:
         return self.max_ticks is not None and self.ticks >= self.max_ticks
 
     async def handle(
-        self, raw: bytes, received: float, tracker: SequenceTracker | None = None
+        self, raw: bytes, received_us: int, tracker: SequenceTracker | None = None
     ) -> ExchangeMessage | None:
-        """Process one message received at wall-clock ``received`` (epoch seconds).
-        Returns the parsed message, or None when it was malformed."""
+        """Process one message received at wall-clock ``received_us`` (epoch
+        microseconds). Returns the parsed message, or None when it was malformed."""
         self.last_message_at = time.monotonic()
-        received_at = datetime.fromtimestamp(received, UTC)
         if self.archive is not None:
-            self.archive.write(raw, received_at)
+            self.archive.write(raw, received_us)
         try:
-            message = parse_message(raw, receive_time=received_at, source=self.source)
+            message = parse_message(raw, receive_us=received_us, source=self.source)
         except MalformedMessage as exc:
             self.metrics.message("invalid", "").inc()
             await self.dead_letter(raw, exc.reason, exc.detail)
@@ -107,16 +105,16 @@ class MessageHandler:
         if message.bad_tickers:
             await self.dead_letter(raw, "bad_ticker", "; ".join(message.bad_tickers))
         if message.ticks:
-            await self.publish(message.ticks, received)
+            await self.publish(message.ticks, received_us)
         return message
 
-    async def publish(self, ticks: list[RawTick], received: float) -> None:
+    async def publish(self, ticks: list[Tick], received_us: int) -> None:
         if self.max_ticks is not None:
             ticks = ticks[: max(0, self.max_ticks - self.ticks)]
             if not ticks:
                 return
         self.ticks += len(ticks)
-        while not self.sink.offer_ticks(ticks, received):
+        while not self.sink.offer_ticks(ticks, received_us):
             await self._wait()
 
     async def dead_letter(self, raw: bytes, reason: str, detail: str) -> None:

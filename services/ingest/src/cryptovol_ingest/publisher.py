@@ -32,7 +32,9 @@ from typing import Any
 
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from cryptovol.core.schemas import RawTick, to_json_bytes
+from cryptovol.core.codec import encode_tick
+from cryptovol.core.ticks import Tick
+from cryptovol.core.timestamps import MICROS_PER_SECOND
 from cryptovol.runtime.kafka import DeadLetter, broker_reachable, ensure_topics
 from cryptovol.runtime.logs import get_logger
 from cryptovol_ingest.metrics import IngestMetrics
@@ -123,8 +125,8 @@ class Publisher:
         except queue.Full:
             return False
 
-    def offer_ticks(self, ticks: list[RawTick], received: float) -> bool:
-        return self.offer((TICKS, received, ticks))
+    def offer_ticks(self, ticks: list[Tick], received_us: int) -> bool:
+        return self.offer((TICKS, received_us, ticks))
 
     def offer_dead_letter(self, raw: bytes, reason: str, key: bytes | None = None) -> bool:
         return self.offer((DEAD_LETTER, raw, reason, key))
@@ -212,8 +214,8 @@ class Publisher:
         records: list[tuple[float, bytes, bytes]] = []
         for item in items:
             if item[0] == TICKS:
-                received = item[1]
-                records.extend((received, t.product_id.encode(), to_json_bytes(t)) for t in item[2])
+                received = item[1] / MICROS_PER_SECOND  # the spool keeps wall seconds
+                records.extend((received, t.product_id.encode(), encode_tick(t)) for t in item[2])
             else:
                 self._buffer_dead_letter(item[1], item[2], item[3])
         if records:

@@ -2,7 +2,7 @@
 archive (``data/raw``), paced at a multiple of real time or as fast as Kafka takes them.
 
 Both go through the same normalisation as live data: recorded tickers through
-:func:`cryptovol.core.coinbase.ticker_to_tick` exactly as
+:func:`cryptovol.runtime.recordings.recorded_tick`, exactly as
 :func:`cryptovol.runtime.recordings.read_ticks` does (same ``record_id``, times and prices),
 archived messages through the live client's :class:`MessageHandler`. Files play in
 chronological order of their first record; overlapping files are not merged (ordering
@@ -16,16 +16,15 @@ import asyncio
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
 from tqdm import tqdm
 
-from cryptovol.core.coinbase import format_exchange_timestamp, parse_timestamp, ticker_to_tick
+from cryptovol.core.timestamps import MICROS_PER_SECOND, format_exchange, now_micros, parse_micros
 from cryptovol.runtime.logs import get_logger
 from cryptovol.runtime.pacing import Pacer
-from cryptovol.runtime.recordings import Recording, open_recordings
+from cryptovol.runtime.recordings import Recording, open_recordings, recorded_tick
 from cryptovol_ingest.handler import MessageHandler
 
 log = get_logger(__name__)
@@ -34,15 +33,16 @@ log = get_logger(__name__)
 class ArchiveFile:
     path: Path
 
-    def lines(self) -> Iterator[tuple[datetime, bytes]]:
-        """(receive time, untouched message bytes) for every archived message."""
+    def lines(self) -> Iterator[tuple[int, bytes]]:
+        """(receive time in epoch microseconds, untouched message bytes) for every
+        archived message."""
         with self.path.open("rb") as f:
             for line in f:
                 if not line.strip():
                     continue
                 try:
                     doc = orjson.loads(line)
-                    received = parse_timestamp(doc["received_at"])
+                    received = parse_micros(doc["received_at"])
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue
                 if "text" in doc:
@@ -53,7 +53,7 @@ class ArchiveFile:
                 if start >= 0 and end > start:
                     yield received, line[start + len(b'"message":'):end]
 
-    def first_time(self) -> datetime:
+    def first_us(self) -> int:
         return next(self.lines())[0]
 
 
@@ -79,7 +79,7 @@ def discover(paths: Iterable[Path | str]) -> list[Recording | ArchiveFile]:
             (archives.append(ArchiveFile(file)) if _is_archive(file)
              else recordings.append(file))
     found: list[Recording | ArchiveFile] = [*open_recordings(recordings), *archives]
-    return sorted(found, key=lambda f: f.first_time())
+    return sorted(found, key=lambda f: f.first_us())
 
 
 class ReplaySource:
@@ -93,25 +93,25 @@ class ReplaySource:
         self.stop = stop
         self.passes = 0
 
-    def _span(self) -> timedelta:
-        first = self.files[0].first_time()
+    def _span_us(self) -> int:
+        first = self.files[0].first_us()
         last = first
         for file in self.files:
             for t in self._times(file):
                 last = max(last, t)
-        return last - first + timedelta(seconds=1)
+        return last - first + MICROS_PER_SECOND
 
     @staticmethod
-    def _times(file: Recording | ArchiveFile) -> Iterator[datetime]:
+    def _times(file: Recording | ArchiveFile) -> Iterator[int]:
         if isinstance(file, Recording):
-            return (r["event_time"] for r in file.records())
+            return (r["event_us"] for r in file.records())
         return (t for t, _ in file.lines())
 
     async def run(self) -> int:
         if not self.files:
             log.warning("no files to replay")
             return 0
-        span = self._span() if self.loop else timedelta(0)
+        span = self._span_us() if self.loop else 0
         total = sum(1 for f in self.files for _ in self._times(f))
         log.info("replaying", extra={"files": len(self.files), "records": total,
                                      "speed": self.speed, "loop": self.loop})
@@ -132,42 +132,40 @@ class ReplaySource:
                 break
         return self.handler.ticks
 
-    async def _recording(self, recording: Recording, shift: timedelta, pacer: Pacer,
+    async def _recording(self, recording: Recording, shift_us: int, pacer: Pacer,
                          bar: tqdm) -> None:
         handler = self.handler
         for record in recording.records():
             if self.stop.is_set() or handler.exhausted:
                 return
-            event_time = record["event_time"] + shift
-            await pacer.wait(event_time.timestamp())
-            raw = record.get("raw") or record
+            await pacer.wait((record["event_us"] + shift_us) / MICROS_PER_SECOND)
             try:
-                tick = ticker_to_tick(raw, event_time=event_time, receive_time=event_time,
-                                      source="replay")
+                tick = recorded_tick(record, shift_us)
             except (ValueError, KeyError, TypeError) as exc:
+                raw = record.get("raw") or record
                 await handler.dead_letter(orjson.dumps(raw, default=str), "bad_ticker", repr(exc))
                 continue
             handler.last_message_at = time.monotonic()
-            await handler.publish([tick], time.time())
+            await handler.publish([tick], now_micros())
             bar.update()
 
-    async def _archive(self, archive: ArchiveFile, shift: timedelta, pacer: Pacer,
+    async def _archive(self, archive: ArchiveFile, shift_us: int, pacer: Pacer,
                        bar: tqdm) -> None:
         handler = self.handler
         for received, raw in archive.lines():
             if self.stop.is_set() or handler.exhausted:
                 return
-            if shift:  # later loop passes: the same messages, moved forward in time
-                raw = _shift_envelope(raw, shift)
-            await pacer.wait((received + shift).timestamp())
-            await handler.handle(raw, (received + shift).timestamp())
+            if shift_us:  # later loop passes: the same messages, moved forward in time
+                raw = _shift_envelope(raw, shift_us)
+            await pacer.wait((received + shift_us) / MICROS_PER_SECOND)
+            await handler.handle(raw, received + shift_us)
             bar.update()
 
 
-def _shift_envelope(raw: bytes, shift: timedelta) -> bytes:
+def _shift_envelope(raw: bytes, shift_us: int) -> bytes:
     try:
         doc = orjson.loads(raw)
-        doc["timestamp"] = format_exchange_timestamp(parse_timestamp(doc["timestamp"]) + shift)
+        doc["timestamp"] = format_exchange(parse_micros(doc["timestamp"]) + shift_us)
         return orjson.dumps(doc)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return raw

@@ -3,8 +3,7 @@ from a bounded read-back."""
 
 from __future__ import annotations
 
-from features_reference import Tick
-from features_testkit import T0, tick_streams
+from features_testkit import T0, tick, tick_streams
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,12 +18,13 @@ from cryptovol.core.features.engine import (
     OK,
     OUT_OF_ORDER,
 )
+from cryptovol.core.ticks import Tick
 
 S = 1_000_000  # one second in microseconds
 
 
 def feed(engine: FeatureEngine, t: int, rid: str, price: float = 100.0, rx: int | None = None):
-    res = engine.step("BTC-USD", rid, t, price, received=t if rx is None else rx)
+    res = engine.step(tick("BTC-USD", rid, t, price, received=rx))
     return res, engine.last_outcome
 
 
@@ -57,13 +57,16 @@ def test_tick_older_than_the_grace_is_late() -> None:
 def test_gap_starts_a_new_segment_and_warm_up_again() -> None:
     engine = FeatureEngine(FeatureConfig(gap_s=10.0))
     t = T0
-    for k in range(40):  # 390 s, ticks 10 s apart: exactly the gap limit, no gap
+    for k in range(190):  # 1890 s, ticks 10 s apart: exactly the gap limit, no gap
         res, _ = feed(engine, t, f"a{k}")
         t += 10 * S
-    assert res is not None and not res.warmup and res.segment == 0
+    assert res is not None and res.segment == 0
+    assert res.warmup  # 300 s window full, but the 30-minute context holds 180 values < 300
     res, outcome = feed(engine, t - 10 * S + 10 * S + 1, "gap")
     assert outcome == GAP and res is not None and res.warmup and res.segment == 1
-    assert dict(zip(FEATURE_NAMES, res.values, strict=True))["n_300s"] == 1.0
+    values = dict(zip(FEATURE_NAMES, res.values, strict=True))
+    assert values["n_300s"] == 1.0
+    assert values["rv60_count_30m"] == 179.0  # the context spans the gap (t = 110 .. 1890 s)
 
 
 def test_backwards_clock_jump_resets_but_a_redelivered_old_tick_does_not() -> None:
@@ -81,20 +84,20 @@ def test_backwards_clock_jump_resets_but_a_redelivered_old_tick_does_not() -> No
 def test_bad_prices_are_dropped_not_raised() -> None:
     engine = FeatureEngine()
     for price in (0.0, -1.0, float("nan"), float("inf")):
-        assert engine.step("X", "r", T0, price) is None
+        assert engine.step(tick("X", "r", T0, price)) is None
         assert engine.last_outcome == MALFORMED
-    res = engine.step("X", "q", T0, 100.0, bid=float("inf"), ask=float("nan"),
-                      bid_qty=float("inf"), ask_qty=1.0)
+    res = engine.step(tick("X", "q", T0, 100.0, bid=float("inf"), ask=float("nan"),
+                           bid_qty=float("inf"), ask_qty=1.0))
     f = dict(zip(FEATURE_NAMES, res.values, strict=True))  # type: ignore[union-attr]
     assert f["spread_bps_30s"] != f["spread_bps_30s"] and f["imbalance_30s"] != f["imbalance_30s"]
 
 
 def test_products_are_independent() -> None:
     engine = FeatureEngine()
-    engine.step("A", "a", T0, 100.0)
-    res = engine.step("B", "b", T0 + 60 * S, 200.0)
+    engine.step(tick("A", "a", T0, 100.0))
+    res = engine.step(tick("B", "b", T0 + 60 * S, 200.0))
     assert engine.last_outcome == FIRST and res is not None and res.segment == 0
-    assert engine.step("A", "a2", T0 + S, 101.0) is not None
+    assert engine.step(tick("A", "a2", T0 + S, 101.0)) is not None
     assert engine.last_outcome == OK
 
 
@@ -103,9 +106,7 @@ def _rows_from(ticks: list[Tick], start: int) -> dict[int, tuple]:
     engine = FeatureEngine()
     rows = {}
     for k in range(start, len(ticks)):
-        tk = ticks[k]
-        res = engine.step(tk.product_id, tk.record_id, tk.t, tk.price, tk.bid, tk.ask,
-                          tk.bid_qty, tk.ask_qty, tk.received)
+        res = engine.step(ticks[k])
         if res is not None:
             rows[k] = (res.time_us, res.warmup, res.values)
     return rows
@@ -127,15 +128,15 @@ def test_state_rebuilt_from_a_bounded_read_back_is_bit_identical(
     of event time before the first uncommitted tick of each product; from that
     tick on, the same ticks are accepted and every row equals an uninterrupted
     run's, bit for bit."""
-    ticks = ticks + [Tick(t.product_id, t.record_id + "w", t.t - T0 + ticks[-1].t, t.price,
-                          t.bid, t.ask, t.bid_qty, t.ask_qty, t.received) for t in wild]
+    ticks = ticks + [t._replace(record_id=t.record_id + "w",
+                                event_us=t.event_us - T0 + ticks[-1].event_us) for t in wild]
     c = min(int(len(ticks) * cut), len(ticks) - 1)
     lookback = round(FeatureConfig().rebuild_lookback_s * S)
     start = c
     for product in {tk.product_id for tk in ticks[c:]}:  # each product keeps its own clock
-        first = next(tk.t for tk in ticks[c:] if tk.product_id == product)
+        first = next(tk.event_us for tk in ticks[c:] if tk.product_id == product)
         start = min(start, next(k for k, tk in enumerate(ticks)
-                                if tk.product_id == product and tk.t >= first - lookback))
+                                if tk.product_id == product and tk.event_us >= first - lookback))
     full = _rows_from(ticks, 0)
     rebuilt = _rows_from(ticks, start)
     after = [k for k in full if k >= c]
@@ -146,11 +147,11 @@ def test_state_rebuilt_from_a_bounded_read_back_is_bit_identical(
 
 def test_a_short_read_back_would_not_be_identical() -> None:
     """The read-back length matters: 60 s is not enough for the 300 s window."""
-    ticks = [Tick("X", f"r{k}", T0 + k * 500_000, 100.0 * (1.0001 ** (k % 7)))
+    ticks = [tick("X", f"r{k}", T0 + k * 500_000, 100.0 * (1.0001 ** (k % 7)))
              for k in range(1500)]
     c = 1400
     full = _rows_from(ticks, 0)
     short = _rows_from(ticks, c - 120)  # 60 s back
     assert not _same(full[c], short[c])
-    ok = _rows_from(ticks, c - 2 * round(FeatureConfig().rebuild_lookback_s))
+    ok = _rows_from(ticks, max(0, c - 2 * round(FeatureConfig().rebuild_lookback_s)))
     assert _same(full[c], ok[c])

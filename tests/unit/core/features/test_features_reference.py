@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import pytest
-from features_reference import Tick, reference_rows
-from features_testkit import T0, assert_matches_reference, run_engine, tick_streams
+from features_reference import reference_rows
+from features_testkit import T0, assert_matches_reference, run_engine, tick, tick_streams
 from hypothesis import HealthCheck, given, settings
 
-from cryptovol.core.features import FEATURE_NAMES, FeatureConfig, FeatureEngine
+from cryptovol.core.features import CONTEXT_FEATURES, FEATURE_NAMES, FeatureConfig, FeatureEngine
+from cryptovol.core.ticks import Tick
 
 # long generated streams are the point here
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 def test_feature_names_are_stable_and_unique() -> None:
-    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES) == 27
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES) == 37
     for w in (30, 60, 300):
         for name in ("rv", "bpv", "logret", "parkinson", "n", "spread_bps", "imbalance"):
             assert f"{name}_{w}s" in FEATURE_NAMES
-    assert FEATURE_NAMES[-3:] == ("ret_mean", "ret_std", "n")
+    assert FEATURE_NAMES[24:27] == ("ret_mean", "ret_std", "n")  # the positions models saw
+    assert FEATURE_NAMES[27:] == CONTEXT_FEATURES
 
 
 @PROPERTY
@@ -50,7 +52,7 @@ def test_other_gap_and_grace_settings(ticks: list[Tick]) -> None:
 
 def test_first_tick_of_a_segment() -> None:
     engine = FeatureEngine()
-    res = engine.step("BTC-USD", "a", T0, 100.0, 99.99, 100.01, 1.0, 3.0)
+    res = engine.step(tick("BTC-USD", "a", T0, 100.0, 99.99, 100.01, 1.0, 3.0))
     assert res is not None and res.warmup and res.segment == 0
     f = dict(zip(FEATURE_NAMES, res.values, strict=True))
     assert f["rv_30s"] == f["bpv_300s"] == f["logret_60s"] == f["parkinson_300s"] == 0.0
@@ -65,7 +67,7 @@ def test_window_edges_are_half_open() -> None:
     """A tick exactly w seconds old is the window's reference, not part of it."""
     engine = FeatureEngine()
     for k in range(7):  # every 5 s: t = 0, 5, ..., 30
-        res = engine.step("X", str(k), T0 + k * 5_000_000, 100.0 + k)
+        res = engine.step(tick("X", str(k), T0 + k * 5_000_000, 100.0 + k))
     assert res is not None
     f = dict(zip(FEATURE_NAMES, res.values, strict=True))
     assert f["n_30s"] == 6.0  # t = 5 .. 30

@@ -1,6 +1,7 @@
-"""Coinbase Advanced Trade protocol: normalisation of tickers into :class:`RawTick`
-and parsing of whole WebSocket messages (ticker, heartbeats, subscriptions,
-market_trades, errors, unknown types).
+"""Coinbase Advanced Trade protocol: normalisation of tickers into
+:class:`~cryptovol.core.ticks.Tick` values and parsing of whole WebSocket
+messages (ticker, heartbeats, subscriptions, market_trades, errors, unknown
+types).
 
 Pure functions: the live client, the replay source and the offline feature
 path all turn exchange tickers into ticks here, so they cannot disagree.
@@ -10,14 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Literal
 
 import orjson
 
-from cryptovol.core.schemas import RawTick, tick_record_id
-
-Source = Literal["live", "replay", "fake"]
+from cryptovol.core.ticks import EventType, Source, Tick, tick_record_id
+from cryptovol.core.timestamps import parse_micros
 
 
 def _number(raw: Mapping[str, object], key: str) -> float | None:
@@ -30,32 +29,33 @@ def _number(raw: Mapping[str, object], key: str) -> float | None:
 def ticker_to_tick(
     raw: Mapping[str, object],
     *,
-    event_time: datetime,
-    receive_time: datetime,
+    event_us: int,
+    receive_us: int,
     sequence_num: int | None = None,
-    event_type: Literal["snapshot", "update"] = "update",
+    event_type: EventType = "update",
     index: int = 0,
     source: Source = "live",
-) -> RawTick:
-    """One element of ``events[].tickers[]`` as a tick. Raises ``ValueError``
-    (or ``KeyError``) on a ticker without a product or a usable price."""
+) -> Tick:
+    """One element of ``events[].tickers[]`` as a tick (times in epoch
+    microseconds). Raises ``ValueError`` (or ``KeyError``) on a ticker without a
+    product or a usable price."""
     product_id = str(raw["product_id"])
     price = _number(raw, "price")
     if price is None or not price > 0:
         raise ValueError(f"ticker for {product_id} has no positive price: {raw.get('price')!r}")
-    return RawTick(
-        record_id=tick_record_id(product_id, event_time, index),
+    return Tick(
+        record_id=tick_record_id(product_id, event_us, index),
         product_id=product_id,
-        event_time=event_time,
-        receive_time=receive_time,
-        sequence_num=sequence_num,
-        event_type=event_type,
-        source=source,
+        event_us=event_us,
+        receive_us=receive_us,
         price=price,
         best_bid=_number(raw, "best_bid"),
         best_ask=_number(raw, "best_ask"),
         best_bid_quantity=_number(raw, "best_bid_quantity"),
         best_ask_quantity=_number(raw, "best_ask_quantity"),
+        sequence_num=sequence_num,
+        event_type=event_type,
+        source=source,
         volume_24h=_number(raw, "volume_24_h"),
         low_24h=_number(raw, "low_24_h"),
         high_24h=_number(raw, "high_24_h"),
@@ -94,7 +94,7 @@ class Trade:
     price: float
     size: float
     side: str
-    time: datetime
+    time_us: int
 
 
 @dataclass(slots=True)
@@ -105,9 +105,9 @@ class ExchangeMessage:
 
     kind: MessageKind
     channel: str
-    timestamp: datetime | None = None
+    timestamp_us: int | None = None  # the envelope's, in epoch microseconds
     sequence_num: int | None = None
-    ticks: list[RawTick] = field(default_factory=list)
+    ticks: list[Tick] = field(default_factory=list)
     trades: list[Trade] = field(default_factory=list)
     heartbeat_counter: int | None = None
     subscriptions: dict[str, list[str]] = field(default_factory=dict)
@@ -124,22 +124,6 @@ class ExchangeMessage:
         return ""
 
 
-def parse_timestamp(value: object) -> datetime:
-    """RFC 3339 with up to nine fractional digits; nanoseconds are truncated to
-    microseconds. Naive values are taken as UTC."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"not a timestamp: {value!r}")
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def format_exchange_timestamp(dt: datetime) -> str:
-    """The exchange's envelope format: UTC, nine fractional digits, ``Z``."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
-
-
 def decode_message(raw: bytes | str) -> dict:
     try:
         doc = orjson.loads(raw)
@@ -153,10 +137,11 @@ def decode_message(raw: bytes | str) -> dict:
 def parse_message(
     raw: bytes | str | Mapping[str, object],
     *,
-    receive_time: datetime,
+    receive_us: int,
     source: Source = "live",
 ) -> ExchangeMessage:
-    """Parse one server message (raw text or an already decoded object).
+    """Parse one server message (raw text or an already decoded object) received
+    at ``receive_us`` (epoch microseconds).
 
     Raises :class:`MalformedMessage` when the message itself is unusable. Unknown
     channels and types come back as ``kind="unknown"`` so callers can ignore them.
@@ -173,7 +158,7 @@ def parse_message(
     if not isinstance(channel, str):
         raise MalformedMessage("bad_envelope", f"channel is {type(channel).__name__}")
     try:
-        timestamp = parse_timestamp(doc.get("timestamp"))
+        timestamp = parse_micros(doc.get("timestamp"))  # type: ignore[arg-type]
     except ValueError as exc:
         raise MalformedMessage("bad_envelope", f"timestamp: {exc}") from None
     sequence_num = doc.get("sequence_num")
@@ -184,10 +169,10 @@ def parse_message(
         raise MalformedMessage("bad_envelope", "events is not a list of objects")
     message = ExchangeMessage(
         channel if channel in KNOWN_CHANNELS else "unknown",  # type: ignore[arg-type]
-        channel, timestamp=timestamp, sequence_num=sequence_num,
+        channel, timestamp_us=timestamp, sequence_num=sequence_num,
     )
     if channel == "ticker":
-        _parse_ticker_events(message, events, receive_time, source)
+        _parse_ticker_events(message, events, receive_us, source)
     elif channel == "heartbeats":
         _parse_heartbeats(message, events)
     elif channel == "subscriptions":
@@ -202,9 +187,9 @@ def parse_message(
 
 
 def _parse_ticker_events(
-    message: ExchangeMessage, events: list, receive_time: datetime, source: Source
+    message: ExchangeMessage, events: list, receive_us: int, source: Source
 ) -> None:
-    assert message.timestamp is not None
+    assert message.timestamp_us is not None
     index = 0
     for event in events:
         event_type = event.get("type")
@@ -222,7 +207,7 @@ def _parse_ticker_events(
                 continue
             try:
                 message.ticks.append(ticker_to_tick(
-                    raw_ticker, event_time=message.timestamp, receive_time=receive_time,
+                    raw_ticker, event_us=message.timestamp_us, receive_us=receive_us,
                     sequence_num=message.sequence_num, event_type=event_type,
                     index=position, source=source,
                 ))
@@ -249,7 +234,7 @@ def _parse_trades(message: ExchangeMessage, events: list) -> None:
                 message.trades.append(Trade(
                     trade_id=str(trade["trade_id"]), product_id=str(trade["product_id"]),
                     price=float(trade["price"]), size=float(trade["size"]),
-                    side=str(trade.get("side", "")), time=parse_timestamp(trade["time"]),
+                    side=str(trade.get("side", "")), time_us=parse_micros(trade["time"]),
                 ))
             except (ValueError, KeyError, TypeError) as exc:
                 raise MalformedMessage("bad_trade", repr(exc)) from None

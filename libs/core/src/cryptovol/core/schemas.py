@@ -1,46 +1,26 @@
-"""Message contracts shared by every stage of the pipeline.
+"""Message contracts shared by every stage of the pipeline (pydantic models:
+validation, JSON Schema, documentation).
 
 Every record carries an explicit ``schema_version``, the exchange's event time,
 the local receive time, the product and a stable ``record_id`` so that
-at-least-once delivery can be de-duplicated downstream.
+at-least-once delivery can be de-duplicated downstream. Times on the wire are
+RFC 3339 in UTC with microseconds and ``Z``. Code passes values around, not
+these models: :class:`~cryptovol.core.ticks.Tick` for ticks; the encoders and
+decoders between the two are in :mod:`cryptovol.core.codec`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from cryptovol.core.timestamps import format_time
 
 RAW_TICK_SCHEMA_VERSION = 1
 FEATURE_ROW_SCHEMA_VERSION = 1
 PREDICTION_SCHEMA_VERSION = 1
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def format_ts(dt: datetime) -> str:
-    """RFC 3339 in UTC with microseconds and a ``Z`` suffix."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def epoch_seconds(dt: datetime) -> float:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
-def tick_record_id(product_id: str, event_time: datetime, index: int = 0) -> str:
-    """Stable id of a tick: product, exchange event time in microseconds, and the
-    position of the ticker inside its exchange message (several tickers can share
-    one envelope timestamp)."""
-    micros = round(epoch_seconds(event_time) * 1_000_000)
-    return f"{product_id}:{micros}:{index}"
 
 
 class _Record(BaseModel):
@@ -48,11 +28,12 @@ class _Record(BaseModel):
 
     @field_serializer("*", when_used="json")
     def _serialize_datetimes(self, value: object) -> object:
-        return format_ts(value) if isinstance(value, datetime) else value
+        return format_time(value) if isinstance(value, datetime) else value
 
 
 class RawTick(_Record):
-    """One ticker update from the exchange, normalised (topic ``ticks.raw``)."""
+    """One ticker update from the exchange, normalised (topic ``ticks.raw``); the
+    message of a :class:`~cryptovol.core.ticks.Tick`."""
 
     schema_version: int = RAW_TICK_SCHEMA_VERSION
     record_id: str
@@ -100,9 +81,3 @@ class PredictionRecord(_Record):
     model_version: str
     api_latency_ms: float
     e2e_latency_ms: float
-
-
-def to_json_bytes(record: BaseModel | dict) -> bytes:
-    if isinstance(record, BaseModel):
-        return record.model_dump_json().encode()
-    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)

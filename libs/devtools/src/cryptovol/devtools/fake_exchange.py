@@ -31,15 +31,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from cryptovol.core.coinbase import format_exchange_timestamp
-from cryptovol.core.schemas import tick_record_id
+from cryptovol.core.ticks import tick_record_id
+from cryptovol.core.timestamps import (
+    MICROS_PER_SECOND,
+    format_exchange,
+    from_micros,
+    now_micros,
+)
 from cryptovol.runtime.logs import configure_logging, get_logger
 from cryptovol.runtime.pacing import Pacer
 from cryptovol.runtime.recordings import open_recordings
@@ -75,7 +79,7 @@ class Faults:
 
 @dataclass(frozen=True, slots=True)
 class FeedTick:
-    event_time: datetime
+    event_us: int
     raw: dict
 
 
@@ -89,15 +93,15 @@ def load_feed(files: Iterable[Path | str], mirror_products: Sequence[str] = ()) 
             if not isinstance(raw, dict) or "product_id" not in raw:
                 continue
             raw = {k: v for k, v in raw.items() if k not in ("timestamp", "event_time")}
-            feed.append(FeedTick(record["event_time"], raw))
+            feed.append(FeedTick(record["event_us"], raw))
             for product in mirror_products:
-                feed.append(FeedTick(record["event_time"], {**raw, "product_id": product}))
+                feed.append(FeedTick(record["event_us"], {**raw, "product_id": product}))
     return feed
 
 
-def envelope(channel: str, timestamp: datetime, sequence_num: int, events: list) -> bytes:
+def envelope(channel: str, timestamp_us: int, sequence_num: int, events: list) -> bytes:
     return orjson.dumps({"channel": channel, "client_id": "",
-                         "timestamp": format_exchange_timestamp(timestamp),
+                         "timestamp": format_exchange(timestamp_us),
                          "sequence_num": sequence_num, "events": events})
 
 
@@ -154,8 +158,8 @@ class FakeExchange:
         self._cursor = 0
         self._batch_end = 0
         self._pass = 0
-        self._span = (self.feed[-1].event_time - self.feed[0].event_time + timedelta(seconds=1)
-                      if self.feed else timedelta(0))
+        self._span_us = (self.feed[-1].event_us - self.feed[0].event_us + MICROS_PER_SECOND
+                         if self.feed else 0)
         # what was sent, for tests: record ids in send order, and fault counts
         self.sent_ids: list[str] = []
         self.ticks_sent = 0
@@ -234,7 +238,7 @@ class FakeExchange:
             current.update(products)
         else:
             current.difference_update(products)
-        now = datetime.now(UTC)
+        now = now_micros()
         subs = {c: sorted(p) or [c] for c, p in conn.subscriptions.items() if p or c == channel}
         await conn.send(lambda seq: envelope("subscriptions", now, seq, [{"subscriptions": subs}]))
         if kind == "subscribe" and channel == "heartbeats" and not any(
@@ -254,8 +258,8 @@ class FakeExchange:
             if conn.stalled or "heartbeats" not in conn.subscriptions:
                 continue
             counter += 1
-            now = datetime.now(UTC)
-            current = now.strftime("%Y-%m-%d %H:%M:%S.%f000 +0000 UTC")
+            now = now_micros()
+            current = from_micros(now).strftime("%Y-%m-%d %H:%M:%S.%f000 +0000 UTC")
             await conn.send(lambda seq, n=counter, t=now, c=current: envelope(
                 "heartbeats", t, seq, [{"current_time": c, "heartbeat_counter": n}]))
 
@@ -275,13 +279,13 @@ class FakeExchange:
             skipped += 1
             if skipped > len(self.feed):
                 return None
-        shift = self._span * self._pass
+        shift = self._span_us * self._pass
         batch: list[FeedTick] = []
         probe = self._cursor
         while (probe < len(self.feed) and len(batch) < self.tickers_per_message
                and self.feed[probe].raw["product_id"] in products):
             tick = self.feed[probe]
-            batch.append(FeedTick(tick.event_time + shift, tick.raw) if shift else tick)
+            batch.append(FeedTick(tick.event_us + shift, tick.raw) if shift else tick)
             probe += 1
         self._batch_end = probe
         return batch
@@ -296,8 +300,8 @@ class FakeExchange:
             if batch is None:
                 self.finished.set()
                 return
-            stamp = batch[-1].event_time
-            await pacer.wait(stamp.timestamp())
+            stamp = batch[-1].event_us
+            await pacer.wait(stamp / MICROS_PER_SECOND)
             if (faults.stall_after and conn.ticker_messages == faults.stall_after
                     and self.stalls_done < faults.stalls):
                 self.stalls_done += 1
@@ -334,7 +338,7 @@ class FakeExchange:
 
     async def _send_unknown(self, conn: _Connection) -> None:
         if self.unknown_sent % 2 == 0:  # an envelope on a channel the client never asked for
-            now = datetime.now(UTC)
+            now = now_micros()
             await conn.send(lambda seq: envelope(
                 "status", now, seq, [{"type": "snapshot", "products": []}]))
         else:  # a message type nobody knows

@@ -16,13 +16,14 @@ Which folder a service loads (``MODEL_VARIANT`` / ``MODEL_VERSION``):
 
 Use::
 
-    art = load_artifact(Path("models/artifacts/random_forest"))   # ArtifactError if unusable
-    art.metadata.features      # feature names, in the column order score() expects
-    art.metadata.threshold     # decision threshold chosen on validation data
-    art.metadata.imputation    # value per feature for rows that omit it
-    X, imputed = art.matrix(rows)          # rows: list of {feature: value}; imputed: names per row
-    p = art.score(X)           # float64 array of shape (n,), probabilities in [0, 1]
-    flags = p >= art.metadata.threshold
+    art = load_artifact(Path("models/artifacts/logistic_regression"))  # ArtifactError if unusable
+    art.contract               # cryptovol.core.scoring.ScoringContract: features, fill, threshold
+    batch = art.prepare(rows)  # rows: list of {feature: value}; batch.X, batch.imputed, ...
+    p = art.score(batch.X)     # float64 array of shape (n,), probabilities in [0, 1]
+    flags = art.contract.flags(p)
+
+How a row becomes the model's input (imputation, column order, checks) is
+``cryptovol.core.scoring``; this module reads and writes the files.
 
 Loading verifies the model file's SHA-256 against the metadata *before*
 deserialising anything, and skops files are loaded only if every type they
@@ -33,20 +34,19 @@ Formats:
 
 - ``skops``: any scikit-learn classifier with ``predict_proba``; the score is the
   probability of the positive class.
-- ``json-rule``: the z-score baseline. ``rule.json`` is
-  ``{"kind": "zscore", "feature": F, "log": bool, "center": C, "scale": S, "eps": e}``
-  where ``C`` and ``S`` are each a number or ``{"feature": name}``. With
-  ``x = log(value(F) + eps)`` if ``log`` else ``value(F)``, the rule scores
-  ``z = (x - C) / S`` and maps it to ``Phi(z)``, the standard normal CDF. A
-  feature used as ``C`` goes through the same log transform as ``F``; ``S`` is
-  used as is.
+- ``json-rule``: a rule of a few numbers (``cryptovol.core.scoring``): the z-score
+  baseline ``{"kind": "zscore", "feature": F, "log": bool, "center": C,
+  "scale": S, "eps": e}`` (``C`` and ``S`` each a number or ``{"feature": name}``;
+  with ``x = log(value(F) + eps)`` if ``log`` else ``value(F)``, the score is
+  ``Phi((x - C) / S)``; a feature used as ``C`` goes through the same log
+  transform as ``F``, ``S`` is used as is), or persistence
+  ``{"kind": "persistence", "feature": "persistence_ratio"}`` (``r / (1 + r)``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -57,6 +57,15 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cryptovol.core.scoring import (
+    ContractError,
+    PreparedBatch,
+    Rule,
+    ScoringContract,
+    checked_scores,
+    rule_from_dict,
+)
 
 METADATA_FILE = "metadata.json"
 SKOPS_FILE = "model.skops"
@@ -135,79 +144,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# --- the z-score rule -------------------------------------------------------------
-
-
-def _normal_cdf(z: np.ndarray) -> np.ndarray:
-    try:  # scipy comes with scikit-learn; the fallback keeps this module dependency-light
-        from scipy.special import ndtr
-    except ImportError:  # pragma: no cover
-        erf = np.vectorize(math.erf, otypes=[float])
-        return 0.5 * (1.0 + erf(z / math.sqrt(2.0)))
-    return ndtr(z)
-
-
-@dataclass(frozen=True)
-class ZScoreRule:
-    """``Phi((x - center) / scale)`` with ``x = log(value + eps)`` or the raw value."""
-
-    feature: str
-    center: float | str
-    scale: float | str
-    log: bool = True
-    eps: float = 1e-12
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> ZScoreRule:
-        if raw.get("kind") != "zscore":
-            raise ValueError(f"unknown rule kind {raw.get('kind')!r}")
-
-        def operand(value: Any) -> float | str:
-            if isinstance(value, Mapping):
-                return str(value["feature"])
-            number = float(value)
-            if not math.isfinite(number):
-                raise ValueError("rule constants must be finite")
-            return number
-
-        return cls(
-            feature=str(raw["feature"]), center=operand(raw["center"]),
-            scale=operand(raw["scale"]), log=bool(raw.get("log", True)),
-            eps=float(raw.get("eps", 1e-12)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        def operand(value: float | str) -> Any:
-            return {"feature": value} if isinstance(value, str) else value
-
-        return {"kind": "zscore", "feature": self.feature, "log": self.log,
-                "center": operand(self.center), "scale": operand(self.scale), "eps": self.eps}
-
-    def inputs(self) -> list[str]:
-        names = [self.feature] + [v for v in (self.center, self.scale) if isinstance(v, str)]
-        return list(dict.fromkeys(names))
-
-    def _transform(self, values: np.ndarray) -> np.ndarray:
-        if not self.log:
-            return values
-        return np.log(np.maximum(values, 0.0) + self.eps)
-
-    def score(self, X: np.ndarray, features: Sequence[str]) -> np.ndarray:
-        column = {name: i for i, name in enumerate(features)}
-
-        def operand(value: float | str, transform: bool) -> np.ndarray | float:
-            if isinstance(value, str):
-                col = X[:, column[value]]
-                return self._transform(col) if transform else col
-            return value
-
-        x = self._transform(X[:, column[self.feature]])
-        center = operand(self.center, transform=True)
-        scale = np.maximum(operand(self.scale, transform=False), 1e-12)
-        z = (x - center) / scale
-        return _normal_cdf(np.nan_to_num(z, nan=0.0, posinf=40.0, neginf=-40.0))
-
-
 # --- loading ------------------------------------------------------------------------
 
 
@@ -223,31 +159,24 @@ class Artifact:
     def model_path(self) -> Path:
         return self.folder / self.metadata.model_file
 
-    def matrix(
-        self, rows: Sequence[Mapping[str, Any]]
-    ) -> tuple[np.ndarray, list[list[str]]]:
-        """Rows of ``{feature: value}`` as the model's input matrix. A feature a row
-        omits (or gives as ``None``) takes its imputation value, or 0.0 if the
-        artifact stores none; the second result names the imputed features per row.
-        Keys that are not model features are ignored."""
-        features = self.metadata.features
-        fill = [float(self.metadata.imputation.get(name, 0.0)) for name in features]
-        X = np.empty((len(rows), len(features)), dtype=np.float64)
-        imputed: list[list[str]] = []
-        for i, row in enumerate(rows):
-            missing: list[str] = []
-            for j, name in enumerate(features):
-                value = row.get(name)
-                if value is None:
-                    X[i, j] = fill[j]
-                    missing.append(name)
-                else:
-                    X[i, j] = float(value)
-            imputed.append(missing)
-        return X, imputed
+    @property
+    def contract(self) -> ScoringContract:
+        return self._contract
+
+    def __post_init__(self) -> None:
+        md = self.metadata
+        try:
+            self._contract = ScoringContract(md.features, md.imputation, md.threshold)
+        except ContractError as exc:
+            raise ArtifactError(f"artifact {self.folder}: {exc}") from exc
+
+    def prepare(self, rows: Sequence[Mapping[str, Any]]) -> PreparedBatch:
+        """Rows of ``{feature: value}`` as the model's input (see ``ScoringContract``)."""
+        return self._contract.prepare(rows)
 
     def score(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities in [0, 1], one per row of ``X`` (shape ``(n, len(features))``)."""
+        """Probabilities in [0, 1], one per row of ``X`` (shape ``(n, len(features))``,
+        already prepared); ``OutsideDomain`` for rows the model cannot score."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(self.metadata.features):
             raise ValueError(
@@ -255,14 +184,11 @@ class Artifact:
             )
         if X.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
-        if isinstance(self.model, ZScoreRule):
+        if isinstance(self.model, Rule):
             scores = self.model.score(X, self.metadata.features)
         else:
             scores = self.model.predict_proba(X)[:, 1]
-        return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
-
-    def flags(self, scores: np.ndarray) -> np.ndarray:
-        return np.asarray(scores) >= self.metadata.threshold
+        return checked_scores(scores, X.shape[0])
 
 
 def read_metadata(folder: Path | str) -> ArtifactMetadata:
@@ -310,7 +236,7 @@ def load_artifact(folder: Path | str) -> Artifact:
         )
     try:
         if metadata.format == "json-rule":
-            model: Any = ZScoreRule.from_dict(json.loads(model_path.read_text()))
+            model: Any = rule_from_dict(json.loads(model_path.read_text()))
             unknown = [n for n in model.inputs() if n not in metadata.features]
             if unknown:
                 raise ArtifactError(f"rule uses features not listed in metadata: {unknown}")
@@ -358,16 +284,16 @@ def save_artifact(
     created_at: datetime | None = None,
     **extra: Any,
 ) -> ArtifactMetadata:
-    """Write ``model`` (a fitted classifier, or a :class:`ZScoreRule`) and its
+    """Write ``model`` (a fitted classifier, or a rule of ``cryptovol.core.scoring``) and its
     metadata into ``folder`` (created if needed; name = folder name). The model
     file is written first and the metadata last, each atomically, so a reader
     never sees metadata that points at a half-written file."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(model, ZScoreRule):
+    if isinstance(model, Rule):
         fmt, model_file = "json-rule", RULE_FILE
         payload = (json.dumps(model.to_dict(), indent=2, sort_keys=True) + "\n").encode()
-        model_type = model_type or "zscore-rule"
+        model_type = model_type or f"{model.kind}-rule"
     else:
         import zipfile
 

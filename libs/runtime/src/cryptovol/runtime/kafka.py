@@ -1,5 +1,6 @@
-"""Kafka adapters over kafka-python: producer, consumer-group factory, topics,
-dead letters and a real reachability check.
+"""Kafka adapters over kafka-python: producer and consumer factories, the
+clients of a stream stage (connected with retries), topics, dead letters and a
+real reachability check.
 
 Delivery is at least once: producers wait for all in-sync replicas and are
 idempotent; consumers never auto-commit, callers commit after their output is
@@ -10,15 +11,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureRecordMetadata
 
-from cryptovol.core.schemas import format_ts, utc_now
+from cryptovol.core.timestamps import format_micros, now_micros
+from cryptovol.runtime.lifecycle import Shutdown
 from cryptovol.runtime.logs import get_logger
+from cryptovol.runtime.pacing import Backoff
 from cryptovol.runtime.settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -39,6 +44,7 @@ def make_producer(settings: ServiceSettings, **overrides: Any) -> KafkaProducer:
         "retries": 2**31 - 1,
         "request_timeout_ms": 15_000,
         "delivery_timeout_ms": 120_000,
+        "partitioner": KeyPartitioner(),
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -122,7 +128,7 @@ class DeadLetter:
             ("reason", reason[:500].encode()),
             ("source_topic", source_topic.encode()),
             *((name, value.encode()) for name, value in (extra_headers or {}).items()),
-            ("failed_at", format_ts(utc_now()).encode()),
+            ("failed_at", format_micros(now_micros()).encode()),
         ]
         return self.producer.send(source_topic + DLQ_SUFFIX, key=key, value=raw, headers=headers)
 
@@ -153,3 +159,79 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f}s")
         time.sleep(0.5)
+
+
+class KeyPartitioner(DefaultPartitioner):
+    """The client's default partitioner (murmur2 of the key, as in every Kafka
+    client, so records of one key land where any producer would put them),
+    remembered per key: its pure-Python hash costs more than the rest of a
+    send. Forgotten whenever the cluster metadata changes (partitions added)."""
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[str, bytes], int] = {}
+        self._watched: set[int] = set()
+
+    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):  # type: ignore[no-untyped-def]
+        if serialized_key is None:
+            return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+        memo = (topic, serialized_key)
+        known = self._memo.get(memo)
+        if known is None:
+            if id(cluster) not in self._watched:
+                self._watched.add(id(cluster))
+                cluster.add_listener(lambda _cluster: self._memo.clear())
+            known = self._memo[memo] = super().partition(
+                topic, key, serialized_key, value, serialized_value, cluster)
+        return known
+
+
+@dataclass
+class Clients:
+    """The Kafka clients of one stream stage."""
+
+    consumer: KafkaConsumer
+    producer: KafkaProducer
+    reader: KafkaConsumer | None = None  # group-less, for reading history back
+
+    def close(self, timeout_s: float) -> None:
+        self.consumer.close(autocommit=False)
+        if self.reader is not None:
+            self.reader.close(autocommit=False)
+        self.producer.flush(timeout=timeout_s)
+        self.producer.close(timeout=timeout_s)
+
+
+def connect(
+    settings: ServiceSettings,
+    shutdown: Shutdown,
+    *,
+    group: str,
+    topics: Iterable[str],
+    max_poll_records: int = 2000,
+    read_back: bool = False,
+) -> Clients | None:
+    """Create ``topics`` if missing, then the clients; retry with backoff until
+    Kafka answers. None when shutdown is requested first."""
+    backoff = Backoff(1.0, 30.0)
+    while not shutdown.requested:
+        made: list[Any] = []
+        try:
+            try:
+                ensure_topics(settings, topics)
+            except KafkaError as exc:  # e.g. topics managed by an operator; not fatal
+                log.warning("could not ensure topics", extra={"error": repr(exc)})
+            made.append(make_producer(settings, max_block_ms=10_000))
+            made.append(make_consumer(settings, group, max_poll_records=max_poll_records))
+            if read_back:
+                made.append(make_consumer(settings, None,
+                                          client_id=f"{settings.service_name}-readback"))
+            return Clients(made[1], made[0], made[2] if read_back else None)
+        except (KafkaError, OSError) as exc:
+            for client in made:
+                client.close()
+            delay = backoff.delay()
+            log.warning("Kafka unavailable; retrying", extra={
+                "bootstrap": settings.bootstrap, "error": repr(exc),
+                "retry_in_s": round(delay, 3)})
+            shutdown.wait(delay)
+    return None

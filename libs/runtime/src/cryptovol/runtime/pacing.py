@@ -36,7 +36,10 @@ class Backoff:
 
 
 class RateLimiter:
-    """Token bucket: at most ``rate`` operations a second on average, ``burst`` at once."""
+    """Token bucket: at most ``rate`` operations a second on average, ``burst`` at
+    once; ``rate <= 0`` means no limit. ``acquire`` waits on the event loop; other
+    callers ``try_acquire`` and wait ``wait_time()`` their own way (a stream
+    worker waits with its partitions paused)."""
 
     def __init__(self, rate: float, burst: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -53,10 +56,14 @@ class RateLimiter:
 
     def wait_time(self) -> float:
         """Seconds until one token is available (0 when one is available now)."""
+        if self.rate <= 0:
+            return 0.0
         self._refill()
         return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
 
     def try_acquire(self) -> bool:
+        if self.rate <= 0:
+            return True
         self._refill()
         if self._tokens >= 1:
             self._tokens -= 1

@@ -13,12 +13,13 @@ import gzip
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from cryptovol.core.coinbase import ticker_to_tick
-from cryptovol.core.schemas import RawTick
+from cryptovol.core.ticks import Source, Tick
+from cryptovol.core.timestamps import to_micros
 
 MANIFEST = "manifest.json"
 DEFAULT_RECORDINGS_DIR = Path("data/coinbase-ticker")
@@ -30,8 +31,8 @@ class Recording:
     timezone: str
 
     def records(self) -> Iterator[dict]:
-        """The recorded ticker dicts, with ``timestamp`` made timezone-aware UTC
-        (as ``event_time``). Blank and unparsable lines are skipped."""
+        """The recorded ticker dicts, with ``timestamp`` read in the file's zone as
+        ``event_us`` (epoch microseconds). Blank and unparsable lines are skipped."""
         zone = ZoneInfo(self.timezone)
         opener = gzip.open if self.path.suffix == ".gz" else open
         with opener(self.path, "rt", encoding="utf-8") as lines:
@@ -44,11 +45,11 @@ class Recording:
                 except (ValueError, KeyError, TypeError):
                     continue
                 aware = naive if naive.tzinfo else naive.replace(tzinfo=zone)
-                record["event_time"] = aware.astimezone(UTC)
+                record["event_us"] = to_micros(aware)
                 yield record
 
-    def first_time(self) -> datetime:
-        return next(self.records())["event_time"]
+    def first_us(self) -> int:
+        return next(self.records())["event_us"]
 
 
 def _manifest(folder: Path) -> tuple[str, dict[str, str]]:
@@ -67,19 +68,23 @@ def open_recordings(paths: Iterable[Path | str]) -> list[Recording]:
         for file in files:
             default_tz, zones = _manifest(file.parent)
             found.append(Recording(file, zones.get(file.name, default_tz)))
-    return sorted(found, key=Recording.first_time)
+    return sorted(found, key=Recording.first_us)
 
 
-def read_ticks(recordings: Iterable[Recording], source: str = "replay") -> Iterator[RawTick]:
-    """Every recorded ticker as a :class:`RawTick`, through the same normalisation
-    as live data; records that cannot be normalised are skipped."""
+def recorded_tick(record: dict, shift_us: int = 0, source: Source = "replay") -> Tick:
+    """The tick of one recorded ticker, through the same normalisation as live
+    data; its recorded time (moved by ``shift_us``) is its event and receive time.
+    Raises ``ValueError``, ``KeyError`` or ``TypeError`` when it cannot be normalised."""
+    at = record["event_us"] + shift_us
+    return ticker_to_tick(record.get("raw") or record, event_us=at, receive_us=at, source=source)
+
+
+def read_ticks(recordings: Iterable[Recording], source: Source = "replay") -> Iterator[Tick]:
+    """Every recorded ticker as a :class:`~cryptovol.core.ticks.Tick`; records that
+    cannot be normalised are skipped."""
     for recording in recordings:
         for record in recording.records():
-            raw = record.get("raw") or record
             try:
-                yield ticker_to_tick(
-                    raw, event_time=record["event_time"], receive_time=record["event_time"],
-                    source=source,  # type: ignore[arg-type]
-                )
+                yield recorded_tick(record, source=source)
             except (ValueError, KeyError, TypeError):
                 continue

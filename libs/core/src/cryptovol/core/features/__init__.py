@@ -6,9 +6,11 @@ See docs/features.md for every feature's formula, window and warm-up rule.
 """
 
 from cryptovol.core.features.config import FeatureConfig
-from cryptovol.core.features.engine import FeatureEngine, StepResult, from_micros, to_micros
+from cryptovol.core.features.context import CONTEXT_S
+from cryptovol.core.features.engine import FeatureEngine, StepResult
 from cryptovol.core.features.frame import FRAME_COLUMNS, features_frame
 from cryptovol.core.features.names import (
+    CONTEXT_FEATURES,
     FEATURE_NAMES,
     LONGEST_WINDOW_S,
     RET_WINDOW_S,
@@ -16,6 +18,8 @@ from cryptovol.core.features.names import (
 )
 
 __all__ = [
+    "CONTEXT_FEATURES",
+    "CONTEXT_S",
     "FEATURE_NAMES",
     "FRAME_COLUMNS",
     "LONGEST_WINDOW_S",
@@ -25,6 +29,4 @@ __all__ = [
     "FeatureEngine",
     "StepResult",
     "features_frame",
-    "from_micros",
-    "to_micros",
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptovol.core.features.names import LONGEST_WINDOW_S
+from cryptovol.core.features.context import CONTEXT_S
+from cryptovol.core.features.names import LONGEST_WINDOW_S, RET_WINDOW_S
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,10 @@ class FeatureConfig:
     def rebuild_lookback_s(self) -> float:
         """How far back (in event time, before the first tick still to process)
         a fresh engine must start so that its rows equal an uninterrupted run's:
-        the longest window, two ticks before it (the reference price of the log
-        return and the previous return of bipower variation, each at most one
-        gap apart), and the grace of out-of-order ticks."""
-        return LONGEST_WINDOW_S + 2 * self.gap_s + self.grace_s
+        the longest history a feature reads (the 30-minute context of RV_60
+        values, each of which reads 60 s of ticks), two ticks before it (the
+        reference price of the log return and the previous return of bipower
+        variation, each at most one gap apart), and the grace of out-of-order
+        ticks."""
+        longest = max(LONGEST_WINDOW_S, CONTEXT_S + RET_WINDOW_S)
+        return longest + 2 * self.gap_s + self.grace_s

@@ -6,7 +6,10 @@ with exact integer prefix sums (see :mod:`cryptovol.core.features.exact`) of eve
 summed quantity. A window is a start index that only moves forward, so a
 window sum is one subtraction of two prefix entries; minima and maxima come
 from monotonic deques. The lists are compacted in chunks, so memory stays
-bounded by the longest window.
+bounded by the longest window. Beside the segment, each product keeps the
+30-minute context of its RV_60 values (:mod:`cryptovol.core.features.context`),
+which spans gaps as the label's ``tau`` does; a row is warm-up until both the
+300 s window is full and the context is warm.
 
 Tick acceptance (deterministic, in arrival order per product):
 
@@ -23,19 +26,23 @@ Tick acceptance (deterministic, in arrival order per product):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import NamedTuple
 
 from cryptovol.core.features.config import FeatureConfig
+from cryptovol.core.features.context import LOGSTD_FLOOR, RV_FLOOR, RvContext
 from cryptovol.core.features.exact import INV_SCALE, INV_SCALE2, SCALE
-from cryptovol.core.features.names import FEATURE_NAMES, LONGEST_WINDOW_S, RET_WINDOW_S, WINDOWS_S
-from cryptovol.core.schemas import FeatureRow, RawTick
+from cryptovol.core.features.names import (
+    FEATURE_NAMES,
+    INDEX,
+    LONGEST_WINDOW_S,
+    RET_WINDOW_S,
+    WINDOWS_S,
+)
+from cryptovol.core.ticks import Tick
+from cryptovol.core.timestamps import from_micros
 
 NAN = math.nan
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
 _W_US = tuple(w * 1_000_000 for w in WINDOWS_S)
 _RET_K = WINDOWS_S.index(RET_WINDOW_S)
 _BPV_FACTOR = math.pi / 2
@@ -43,6 +50,12 @@ _PARKINSON = 1.0 / (2.0 * math.sqrt(math.log(2.0)))
 _W_LONG = _W_US[-1]
 _RATIO_30 = math.sqrt(300 / 30)
 _RATIO_60 = math.sqrt(300 / 60)
+_SQRT2 = math.sqrt(2.0)
+_SQRT5 = math.sqrt(5.0)
+_RET_US = RET_WINDOW_S * 1_000_000
+# positions of the features written by name below (the per-window block is 7 x 3)
+(_VR30, _VR60, _DT, _RMEAN, _RSTD, _N, _Q90, _LMEAN, _LSTD, _CNT, _REL30, _REL60, _REL300,
+ _Z60, _QEX, _PERS) = (INDEX[k] for k in FEATURE_NAMES[21:])
 _N_FEATURES = len(FEATURE_NAMES)
 _INF = math.inf
 _log = math.log
@@ -53,22 +66,6 @@ _COMPACT_MIN = 1024  # drop consumed list heads in chunks of at least this many
 OK, OUT_OF_ORDER, GAP, JUMP, FIRST = "ok", "out_of_order", "gap", "jump", "first"
 DUPLICATE, LATE, MALFORMED = "duplicate", "late", "malformed"
 DROPPED = frozenset({DUPLICATE, LATE, MALFORMED})
-
-
-def to_micros(dt: datetime) -> int:
-    """Exact epoch microseconds of an aware (or UTC-naive) datetime."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // _MICRO
-
-
-def from_micros(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def as_feature_dict(values: tuple[float, ...]) -> dict[str, float | None]:
-    """Feature values by name, ``None`` for NaN (JSON has no NaN)."""
-    return {k: (None if v != v else v) for k, v in zip(FEATURE_NAMES, values, strict=True)}
 
 
 class StepResult(NamedTuple):
@@ -115,7 +112,7 @@ class _Product:
         self.last_received = 0
         self.n = 0  # segment index of the next tick
         self.base = 0  # segment index of element 0 of the per-tick lists
-        self.prev_q = 0  # to_fixed(|r|) of the previous tick (0 if none)
+        self.prev_q = 0  # |r| of the previous tick at scale 2**S (0 if none)
         self.times: list[int] = []
         self.prices: list[float] = []
         self.ids: dict[str, None] = {}  # record ids of the listed ticks, in order
@@ -159,8 +156,8 @@ class _Product:
 class FeatureEngine:
     """Windowed features for any number of products, one tick at a time.
 
-    ``update(tick)`` returns the tick's :class:`~cryptovol.core.schemas.FeatureRow`,
-    or ``None`` when the tick is dropped; ``last_outcome`` says what happened
+    ``step(tick)`` returns what the tick produced (:class:`StepResult`), or
+    ``None`` when the tick is dropped; ``last_outcome`` says what happened
     (``first``, ``ok``, ``gap``, ``jump``, ``out_of_order``, or the drop reasons
     ``duplicate``, ``late``, ``malformed``).
     """
@@ -171,6 +168,7 @@ class FeatureEngine:
         self._grace = self.config.grace_us
         self._jump = self.config.jump_us
         self._products: dict[str, _Product] = {}
+        self._contexts: dict[str, RvContext] = {}  # span gaps; cleared by a clock jump
         self._segments: dict[str, int] = {}
         self.last_outcome: str = OK
 
@@ -189,42 +187,28 @@ class FeatureEngine:
             "last_event_time": from_micros(st.last),
             "ticks_in_segment": st.n,
             "ticks_buffered": len(st.times),
-            "warm": st.last - st.seg_start >= _W_US[-1],
+            "warm": st.last - st.seg_start >= _W_US[-1]
+            and self._context(product_id).warm(st.last),
+            "context_values": len(self._context(product_id)),
         }
+
+    def _context(self, product_id: str) -> RvContext:
+        ctx = self._contexts.get(product_id)
+        if ctx is None:
+            ctx = self._contexts[product_id] = RvContext()
+        return ctx
 
     def reset(self, product_id: str | None = None) -> None:
         """Forget one product's windows (or every product's); its next tick
         starts a new segment."""
         if product_id is None:
             self._products.clear()
+            self._contexts.clear()
         else:
             self._products.pop(product_id, None)
+            self._contexts.pop(product_id, None)
 
     # -- updates ----------------------------------------------------------------
-    def update(self, tick: RawTick) -> FeatureRow | None:
-        res = self.step_tick(tick)
-        if res is None:
-            return None
-        return FeatureRow.model_construct(
-            record_id=tick.record_id,
-            product_id=tick.product_id,
-            event_time=tick.event_time if res.time_us == to_micros(tick.event_time)
-            else from_micros(res.time_us),  # the time the windows used
-            receive_time=tick.receive_time,
-            warmup=res.warmup,
-            features=as_feature_dict(res.values),
-        )
-
-    def update_many(self, ticks: Iterable[RawTick]) -> list[FeatureRow]:
-        return [row for row in map(self.update, ticks) if row is not None]
-
-    def step_tick(self, tick: RawTick) -> StepResult | None:
-        return self.step(
-            tick.product_id, tick.record_id, to_micros(tick.event_time), tick.price,
-            tick.best_bid, tick.best_ask, tick.best_bid_quantity, tick.best_ask_quantity,
-            to_micros(tick.receive_time),
-        )
-
     def _new_segment(self, product_id: str) -> _Product:
         seg = self._segments.get(product_id, -1) + 1
         self._segments[product_id] = seg
@@ -232,21 +216,10 @@ class FeatureEngine:
         self._products[product_id] = st
         return st
 
-    def step(
-        self,
-        product_id: str,
-        record_id: str,
-        t: int,
-        price: float,
-        bid: float | None = None,
-        ask: float | None = None,
-        bid_qty: float | None = None,
-        ask_qty: float | None = None,
-        received: int | None = None,
-    ) -> StepResult | None:
-        """Feed one tick: event time ``t`` and receive time ``received`` in epoch
-        microseconds. Returns ``None`` when the tick is dropped (see
+    def step(self, tick: Tick) -> StepResult | None:
+        """Feed one tick. Returns ``None`` when the tick is dropped (see
         ``last_outcome``)."""
+        record_id, product_id, t, received, price, bid, ask, bid_qty, ask_qty = tick[:9]
         if not 0 < price < math.inf:
             self.last_outcome = MALFORMED
             return None
@@ -262,6 +235,7 @@ class FeatureEngine:
                 if t < last - self._jump and received is not None \
                         and received >= st.last_received:
                     st = self._new_segment(product_id)
+                    self._contexts.pop(product_id, None)  # it holds the future now
                     outcome = JUMP
                 else:
                     self.last_outcome = DUPLICATE if record_id in st.ids else LATE
@@ -367,21 +341,49 @@ class FeatureEngine:
                 out[18 + k] = float(im_n - c_im[j]) * INV_SCALE / ni
             if k == _RET_K:
                 n_ret = n if s else n - 1  # the segment's first tick has no return
-                out[26] = float(n_ret)
+                out[_N] = float(n_ret)
                 if n_ret:
                     sr = r_n - c_r[j]
-                    out[24] = float(sr) * INV_SCALE / n_ret
+                    out[_RMEAN] = float(sr) * INV_SCALE / n_ret
                     if n_ret > 1:
                         num = n_ret * rr - sr * sr
-                        out[25] = _sqrt(float(num) / (n_ret * (n_ret - 1)) * INV_SCALE2)
-        rv_long = out[2]
+                        out[_RSTD] = _sqrt(float(num) / (n_ret * (n_ret - 1)) * INV_SCALE2)
+        rv30, rv60, rv_long = out[0], out[1], out[2]
         if rv_long > 0:
-            out[21] = out[0] / rv_long * _RATIO_30
-            out[22] = out[1] / rv_long * _RATIO_60
-        out[23] = dt_prev
+            out[_VR30] = rv30 / rv_long * _RATIO_30
+            out[_VR60] = rv60 / rv_long * _RATIO_60
+        out[_DT] = dt_prev
         if starts[2] - base > _COMPACT_MIN or hi_ptr[2] > _COMPACT_MIN or lo_ptr[2] > _COMPACT_MIN:
             st.compact()
-        return StepResult(t, t - st.seg_start < _W_LONG, st.segment, tuple(out))
+
+        # ---- the 30-minute context of RV_60 ----------------------------------
+        ctx = self._contexts.get(product_id)
+        if ctx is None:
+            ctx = self._contexts[product_id] = RvContext()
+        ctx.expire(t)
+        if t - st.seg_start >= _RET_US:  # the 60 s window lies inside the segment
+            ctx.add(t, rv60)
+        n_ctx = len(ctx)
+        out[_CNT] = float(n_ctx)
+        if n_ctx:
+            tau = ctx.quantile()
+            lmean = ctx.log_mean()
+            tau_f = tau if tau > RV_FLOOR else RV_FLOOR
+            log_tau = _log(tau_f)
+            out[_Q90] = tau
+            out[_LMEAN] = lmean
+            out[_REL30] = _log(max(rv30 * _SQRT2, RV_FLOOR)) - log_tau
+            out[_REL60] = _log(max(rv60, RV_FLOOR)) - log_tau
+            out[_REL300] = _log(max(rv_long / _SQRT5, RV_FLOOR)) - log_tau
+            out[_QEX] = log_tau - lmean
+            out[_PERS] = rv60 / tau_f
+            if n_ctx > 1:
+                lstd = ctx.log_std()
+                out[_LSTD] = lstd
+                if lstd > LOGSTD_FLOOR:
+                    out[_Z60] = (_log(max(rv60, RV_FLOOR)) - lmean) / lstd
+        warmup = t - st.seg_start < _W_LONG or not ctx.warm(t)
+        return StepResult(t, warmup, st.segment, tuple(out))
 
 
 __all__ = [
@@ -397,7 +399,4 @@ __all__ = [
     "OUT_OF_ORDER",
     "FeatureEngine",
     "StepResult",
-    "as_feature_dict",
-    "from_micros",
-    "to_micros",
 ]

@@ -13,38 +13,10 @@ and produce the very same bits as an uninterrupted run.
 
 from __future__ import annotations
 
-import math
-
+#: Every summed quantity ``x`` is kept as ``int(x * SCALE)`` (truncated toward zero);
+#: a sum of them back as a float is ``float(total) * INV_SCALE`` (of products of two:
+#: ``* INV_SCALE2``), correctly rounded once.
 SCALE_BITS = 200
 SCALE = 2.0**SCALE_BITS
 INV_SCALE = 2.0**-SCALE_BITS
 INV_SCALE2 = 2.0 ** (-2 * SCALE_BITS)
-
-
-def to_fixed(x: float) -> int:
-    """``x`` as an integer multiple of ``2**-SCALE_BITS`` (truncated toward zero)."""
-    return int(x * SCALE)
-
-
-def from_fixed(value: int) -> float:
-    """A sum of :func:`to_fixed` values back as a float, correctly rounded."""
-    return float(value) * INV_SCALE
-
-
-def from_fixed2(value: int) -> float:
-    """A sum of products of two :func:`to_fixed` values, correctly rounded."""
-    return float(value) * INV_SCALE2
-
-
-def fixed_mean(total: int, count: int) -> float:
-    """``total / count`` in float with a single rounding."""
-    return total / (count << SCALE_BITS)
-
-
-def fixed_std(total: int, total_sq: int, count: int) -> float:
-    """Sample standard deviation (ddof 1) from the exact sum of values and the
-    exact sum of their squares (at scale ``2**(2*SCALE_BITS)``). The numerator
-    ``n*sum(x^2) - sum(x)^2`` is computed in integers, so it is exact and never
-    negative."""
-    numerator = count * total_sq - total * total
-    return math.sqrt(numerator / (count * (count - 1)) * INV_SCALE2)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from cryptovol.core.features.config import FeatureConfig
-from cryptovol.core.features.engine import FeatureEngine, to_micros
+from cryptovol.core.features.engine import FeatureEngine
 from cryptovol.core.features.names import FEATURE_NAMES
-from cryptovol.core.schemas import RawTick
+from cryptovol.core.ticks import Tick
 
 #: Columns of :func:`features_frame` before the features themselves.
 FRAME_COLUMNS: tuple[str, ...] = (
@@ -19,7 +19,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
 
 
 def features_frame(
-    ticks: Iterable[RawTick],
+    ticks: Iterable[Tick],
     config: FeatureConfig | None = None,
     engine: FeatureEngine | None = None,
 ) -> pd.DataFrame:
@@ -41,10 +41,7 @@ def features_frame(
     segs: list[int] = []
     values: list[tuple[float, ...]] = []
     for tick in ticks:
-        res = step(
-            tick.product_id, tick.record_id, to_micros(tick.event_time), tick.price,
-            tick.best_bid, tick.best_ask, tick.best_bid_quantity, tick.best_ask_quantity,
-        )
+        res = step(tick)
         if res is None:
             continue
         rids.append(tick.record_id)
