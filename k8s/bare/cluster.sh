@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes on this machine, no Docker needed (K8S_PROVIDER=bare):
 #   k8s/bare/cluster.sh up          build (once) and start the node, install the add-ons
+#   k8s/bare/cluster.sh prepare     only build (once) what up needs: binaries and images
 #   k8s/bare/cluster.sh down        stop everything, leave nothing behind
 #   k8s/bare/cluster.sh status      what runs, and the kubeconfig to use
 #   k8s/bare/cluster.sh load IMAGE...   copy images from podman/docker into the node
@@ -191,9 +192,8 @@ up() {
     fi
     [ -e "$STATE" ] && { log "cleaning up a stopped cluster's state"; down; }
     local start=$SECONDS
-    "$here/build.sh"
     mkdir -p "$STATE"
-    "$here/images.sh" > "$STATE/image-archives"
+    prepare > "$STATE/image-archives"
     write_state
     # what the host looks like without the cluster: down checks it looks the same again
     python3 "$here/hoststate.py" snapshot "$BARE/host-before.json"
@@ -206,6 +206,11 @@ up() {
     "$here/addons.sh"
     log "cluster up in $((SECONDS - start)) s"
     status
+}
+
+prepare() { # the binaries and the cluster's images, built once; prints the images' archives
+    "$here/build.sh"
+    "$here/images.sh"
 }
 
 # ---- down ---------------------------------------------------------------------------------
@@ -307,9 +312,10 @@ registry() {
 
 case "${1:-}" in
     up) up ;;
+    prepare) prepare >/dev/null ;;
     down) down ;;
     status) status ;;
     load) shift; load "$@" ;;
     registry) registry ;;
-    *) echo "usage: $0 up|down|status|load IMAGE...|registry" >&2; exit 2 ;;
+    *) echo "usage: $0 up|prepare|down|status|load IMAGE...|registry" >&2; exit 2 ;;
 esac

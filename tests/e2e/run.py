@@ -55,6 +55,8 @@ EXCHANGE = "cryptovol-e2e-exchange"
 ALERT = "CryptovolIngestDisconnected"
 README_ROWS = {"rows": [{"ret_mean": 0.05, "ret_std": 0.01, "n": 50}]}
 WAIT_S = float(os.environ.get("E2E_WAIT_S", "300"))
+# the first prediction comes after 30 minutes of replayed context (tests/e2e/exchange.Containerfile)
+FIRST_PREDICTION_S = float(os.environ.get("E2E_FIRST_PREDICTION_S", "600"))
 
 # runs in the cluster during the rollout: POST /predict through the Service until told to stop
 ROLLOUT_CLIENT = """
@@ -63,14 +65,27 @@ url = "http://{service}:{port}/predict"
 body = json.dumps({rows}).encode()
 sent = failed = 0
 errors = {{}}
+
+def predict():
+    request = urllib.request.Request(url, data=body,
+                                     headers={{"content-type": "application/json"}})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status == 200 and len(json.load(response)["scores"]) == 1
+
+# a NetworkPolicy enforcer admits a new pod once it has seen it: counting starts at the first
+# answer, before the rollout
+while True:
+    try:
+        if predict():
+            break
+    except OSError:
+        pass
+    time.sleep(0.5)
 print("started", flush=True)
 while not os.path.exists("/tmp/stop"):
     sent += 1
     try:
-        request = urllib.request.Request(url, data=body,
-                                         headers={{"content-type": "application/json"}})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            ok = response.status == 200 and len(json.load(response)["scores"]) == 1
+        ok = predict()
     except Exception as exc:
         ok = False
         errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
@@ -221,7 +236,7 @@ class E2E:
                 f"predictions logged {self.report['predictions_logged']}")
             return self.report["rows_scored"] > 0 and self.report["predictions_logged"] > 0
         wait_until("rows scored by the API and predictions on predictions.log", counts,
-                   WAIT_S, 5)
+                   FIRST_PREDICTION_S, 5)
 
     def port_forward(self) -> None:
         with self.kube.port_forward(f"svc/{RELEASE}-api", 8000) as port:
