@@ -2,7 +2,8 @@
 # What `make cluster-up` installs around the chart, on the bare cluster (run by cluster.sh up):
 # the namespaces of k8s/namespaces.yaml, the Strimzi and prometheus-operator CRDs (applied
 # server-side, so the real apiserver validates the chart's custom resources), CoreDNS,
-# NetworkPolicy enforcement when BARE_NETPOL=1 (kube-network-policies, k8s/bare/netpol.py), Kafka
+# NetworkPolicy enforcement (kube-router's policy controller, k8s/bare/netpol.py; BARE_NETPOL=0
+# leaves policies unenforced, as the bridge CNI alone does), Kafka
 # (k8s/bare/addons/kafka.yaml) and monitoring (k8s/bare/monitoring.py). Waits until
 # each is ready; on a timeout prints the pods' events and logs.
 set -euo pipefail
@@ -52,11 +53,9 @@ module_dir() { # MODULE@VERSION: its source folder in the Go module cache
     (cd "$(mktemp -d)" && go mod download -json "$1" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
 }
 render "$here/addons/coredns.yaml" | "$K" apply -f - >/dev/null
-# opt-in: kube-network-policies needs nftables' queue expression (nft_queue), which not
-# every kernel has (docs/deploy.md); without it the bridge CNI accepts policies unenforced
-if [ -n "${BARE_NETPOL:-}" ]; then
-    "$PY" "$here/netpol.py" "$(module_dir "sigs.k8s.io/kube-network-policies@$KUBE_NETWORK_POLICIES_VERSION")" \
-        | "$K" apply -f - >/dev/null
+if [ "${BARE_NETPOL:-1}" != 0 ]; then
+    "$PY" "$here/netpol.py" "$(module_dir "github.com/cloudnativelabs/kube-router/v2@$KUBE_ROUTER_VERSION")" \
+        "$CACHE/bare/cluster/run/xtables.lock" | "$K" apply -f - >/dev/null
 fi
 render "$here/addons/kafka.yaml" | "$K" apply -n cryptovol -f - >/dev/null
 "$PY" "$here/monitoring.py" \
@@ -64,7 +63,7 @@ render "$here/addons/kafka.yaml" | "$K" apply -n cryptovol -f - >/dev/null
     | "$K" apply -f - >/dev/null
 
 rollout kube-system deployment/coredns
-if [ -n "${BARE_NETPOL:-}" ]; then rollout kube-system daemonset/kube-network-policies; fi
+if [ "${BARE_NETPOL:-1}" != 0 ]; then rollout kube-system daemonset/kube-router; fi
 rollout cryptovol deployment/kafka
 rollout monitoring deployment/prometheus-operator
 # the operator creates the StatefulSet of the Prometheus custom resource

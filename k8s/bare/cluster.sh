@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes on this machine, no Docker needed (K8S_PROVIDER=bare):
 #   k8s/bare/cluster.sh up          build (once) and start the node, install the add-ons
+#   k8s/bare/cluster.sh prepare     only build (once) what up needs: binaries and images
 #   k8s/bare/cluster.sh down        stop everything, leave nothing behind
 #   k8s/bare/cluster.sh status      what runs, and the kubeconfig to use
 #   k8s/bare/cluster.sh load IMAGE...   copy images from podman/docker into the node
-# BARE_NETPOL=1 up also enforces NetworkPolicies (kube-network-policies; needs a kernel with
-# nftables' queue expression).
+#   k8s/bare/cluster.sh registry    start (once) an image registry the node pulls from and
+#                                   the host pushes to; prints its address (skaffold's repo)
+# NetworkPolicies are enforced by kube-router's policy controller (iptables + ipset in the
+# node's network namespace); BARE_NETPOL=0 up leaves them unenforced.
 # The node (etcd, control plane, containerd, kubelet, kube-proxy and every pod) runs in
 # network, mount and PID namespaces of its own: no uplink and no default route, so nothing
 # in it can leave the machine; the host's sysctls, routes and firewall stay untouched. The
@@ -41,6 +44,7 @@ k8s_bin() { "$here/build.sh" --bin-dir kubernetes; }
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 node_pid() { cat "$STATE/node.pid" 2>/dev/null || true; }
 relay_pid() { cat "$STATE/relay.pid" 2>/dev/null || true; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 running() { pid_alive "$(node_pid)"; }
 
 # ---- prerequisites ----------------------------------------------------------------------
@@ -161,12 +165,16 @@ start_node() {
     echo "$child" > "$STATE/node.pid"
 }
 
+relay() { # NAME HOST_PORT NODE_PORT: host 127.0.0.1:HOST_PORT -> the node's 127.0.0.1:NODE_PORT
+    setsid python3 "$here/relay.py" --netns "/proc/$(node_pid)/ns/net" \
+        --listen "127.0.0.1:$2" --target "127.0.0.1:$3" > "$STATE/logs/$1.log" 2>&1 < /dev/null &
+    echo $! > "$STATE/$1.pid"
+}
+
 start_relay() {
     local port
-    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    setsid python3 "$here/relay.py" --netns "/proc/$(node_pid)/ns/net" \
-        --listen "127.0.0.1:$port" --target 127.0.0.1:6443 > "$STATE/logs/relay.log" 2>&1 < /dev/null &
-    echo $! > "$STATE/relay.pid"
+    port="$(free_port)"
+    relay relay "$port" 6443
     sed "s|server: https://127.0.0.1:6443|server: https://127.0.0.1:$port|" \
         "$STATE/pki/admin.kubeconfig" > "$KUBECONFIG_OUT"
     chmod 600 "$KUBECONFIG_OUT"
@@ -184,10 +192,8 @@ up() {
     fi
     [ -e "$STATE" ] && { log "cleaning up a stopped cluster's state"; down; }
     local start=$SECONDS
-    "$here/build.sh" kubernetes etcd coredns prometheus-operator prometheus \
-        ${BARE_NETPOL:+kube-network-policies}
     mkdir -p "$STATE"
-    "$here/images.sh" > "$STATE/image-archives"
+    prepare > "$STATE/image-archives"
     write_state
     # what the host looks like without the cluster: down checks it looks the same again
     python3 "$here/hoststate.py" snapshot "$BARE/host-before.json"
@@ -202,6 +208,11 @@ up() {
     status
 }
 
+prepare() { # the binaries and the cluster's images, built once; prints the images' archives
+    "$here/build.sh"
+    "$here/images.sh"
+}
+
 # ---- down ---------------------------------------------------------------------------------
 stop_pid() { # PID SECONDS: SIGTERM, then SIGKILL after SECONDS
     local pid="$1" i
@@ -214,6 +225,7 @@ stop_pid() { # PID SECONDS: SIGTERM, then SIGKILL after SECONDS
 
 down() {
     stop_pid "$(relay_pid)" 5
+    stop_pid "$(cat "$STATE/registry-relay.pid" 2>/dev/null || true)" 5
     stop_pid "$(node_pid)" 40
     stop_pid "$(cat "$STATE/launcher.pid" 2>/dev/null || true)" 10
     remove_cgroups
@@ -266,10 +278,44 @@ load() { # IMAGE...: from the builder's store into the node's containerd
     log "loaded ${wanted[*]}"
 }
 
+# ---- registry: for skaffold, which pushes what it builds and deploys it by digest -------
+# distribution's registry runs in the node's namespaces (its storage in the state folder, so
+# down removes it) on 127.0.0.1:PORT; a relay makes the same address reach it from the host,
+# so an image has one name where it is pushed and where containerd pulls it (plain HTTP:
+# conf/certs.d). PORT is a free port of the host, chosen at the first start.
+registry_answers() { curl -fsS "http://$1/v2/" >/dev/null 2>&1; }
+registry() {
+    running || die "the cluster is not running: make cluster-up K8S_PROVIDER=bare"
+    local addr_file="$STATE/registry.addr" port bin i
+    if [ -f "$addr_file" ] && registry_answers "$(cat "$addr_file")"; then
+        cat "$addr_file"; return 0
+    fi
+    "$here/build.sh" registry >&2
+    bin="$("$here/build.sh" --bin-dir registry)/registry"
+    port="$(free_port)"
+    mkdir -p "$STATE/registry" "$STATE/conf/certs.d/127.0.0.1:$port"
+    printf '%s\n' 'version: 0.1' 'log: {level: warn}' \
+        "storage: {filesystem: {rootdirectory: $STATE/registry}, delete: {enabled: true}}" \
+        "http: {addr: \"127.0.0.1:$port\"}" > "$STATE/conf/registry.yml"
+    printf '%s\n' "server = \"http://127.0.0.1:$port\"" "[host.\"http://127.0.0.1:$port\"]" \
+        '  capabilities = ["pull", "resolve"]' > "$STATE/conf/certs.d/127.0.0.1:$port/hosts.toml"
+    # in all the node's namespaces, a child of its PID 1 there: it ends with the node
+    setsid nsenter --target "$(node_pid)" --net --mount --pid -- \
+        "$bin" serve "$STATE/conf/registry.yml" > "$STATE/logs/registry.log" 2>&1 < /dev/null &
+    relay registry-relay "$port" "$port"
+    for ((i = 0; i < 50; i++)); do registry_answers "127.0.0.1:$port" && break; sleep 0.2; done
+    registry_answers "127.0.0.1:$port" || die "the registry did not answer (see $STATE/logs/registry.log)"
+    echo "127.0.0.1:$port" > "$addr_file"
+    log "registry on 127.0.0.1:$port, from the host and in the node"
+    cat "$addr_file"
+}
+
 case "${1:-}" in
     up) up ;;
+    prepare) prepare >/dev/null ;;
     down) down ;;
     status) status ;;
     load) shift; load "$@" ;;
-    *) echo "usage: $0 up|down|status|load IMAGE..." >&2; exit 2 ;;
+    registry) registry ;;
+    *) echo "usage: $0 up|prepare|down|status|load IMAGE...|registry" >&2; exit 2 ;;
 esac

@@ -2,11 +2,10 @@
 # The bare cluster's own images, built locally (no registry is reachable) and saved as OCI
 # archives that node.sh imports into containerd at start:
 #   k8s/bare/images.sh           build what is missing, print the archives' paths
-# pause, CoreDNS, prometheus-operator, prometheus-config-reloader, Prometheus and
-# kube-network-policies are single
+# pause, CoreDNS, prometheus-operator, prometheus-config-reloader and Prometheus are single
 # static binaries (k8s/bare/build.sh) in an otherwise empty image; Kafka is Debian's Java 17
-# plus the broker jars the project fetches from Maven Central. Archives are cached per version
-# in $CRYPTOVOL_CACHE/bare/images/.
+# plus the broker jars the project fetches from Maven Central; kube-router is its binary with
+# Debian's iptables and ipset. Archives are cached per version in $CRYPTOVOL_CACHE/bare/images/.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -46,18 +45,35 @@ pause_binary() {
     echo "$bin"
 }
 
-kafka() {
-    local ref="localhost/cryptovol/kafka:$KAFKA_VERSION" archive home
+# on_debian NAME:TAG CONTAINERFILE CONTEXT: an image on the debootstrapped Debian bookworm
+on_debian() {
+    local ref="$1" containerfile="$2" context="$3" archive name
     archive="$OUT/$(echo "$ref" | tr '/:' '__').tar"
     [ -s "$archive" ] && { echo "$archive"; return; }
-    home="$CACHE/kafka-$KAFKA_VERSION"
-    [ -d "$home/libs" ] || die "Kafka $KAFKA_VERSION jars missing in $home: run 'make install' (cryptovol-broker fetch)"
+    name="$(basename "$containerfile" .Containerfile)"
     "$repo/tools/build-images.sh" --base >/dev/null 2>&1 || die "cannot build the Debian base image"
-    podman build --network host -f "$here/images/kafka.Containerfile" -t "$ref" "$home" \
-        > "$OUT/kafka-build.log" 2>&1 || die "Kafka image build failed: $OUT/kafka-build.log"
+    podman build --network host -f "$containerfile" -t "$ref" "$context" \
+        > "$OUT/$name-build.log" 2>&1 || die "$name image build failed: $OUT/$name-build.log"
     podman save -q --format oci-archive -o "$archive.partial" "$ref"
     mv "$archive.partial" "$archive"
     log "built $ref"
+    echo "$archive"
+}
+
+kafka() {
+    local home="$CACHE/kafka-$KAFKA_VERSION"
+    [ -d "$home/libs" ] || die "Kafka $KAFKA_VERSION jars missing in $home: run 'make install' (cryptovol-broker fetch)"
+    on_debian "localhost/cryptovol/kafka:$KAFKA_VERSION" "$here/images/kafka.Containerfile" "$home"
+}
+
+kube_router() {
+    local binary context archive
+    binary="$(bin kube-router)/kube-router"
+    [ -x "$binary" ] || die "$binary missing (k8s/bare/build.sh builds it)"
+    context="$(mktemp -d)"; cp "$binary" "$context/"
+    archive="$(on_debian "localhost/cryptovol/kube-router:$KUBE_ROUTER_VERSION" \
+        "$here/images/kube-router.Containerfile" "$context")" || { rm -rf "$context"; exit 1; }
+    rm -rf "$context"
     echo "$archive"
 }
 
@@ -67,7 +83,5 @@ static "localhost/cryptovol/coredns:$COREDNS_VERSION" "$(bin coredns)/coredns"
 static "localhost/cryptovol/prometheus-operator:$PROMETHEUS_OPERATOR_VERSION" "$(bin prometheus-operator)/operator"
 static "localhost/cryptovol/prometheus-config-reloader:$PROMETHEUS_OPERATOR_VERSION" "$(bin prometheus-operator)/prometheus-config-reloader"
 static "localhost/cryptovol/prometheus:$PROMETHEUS_VERSION" "$(bin prometheus)/prometheus"
-if [ -n "${BARE_NETPOL:-}" ]; then
-    static "localhost/cryptovol/kube-network-policies:$KUBE_NETWORK_POLICIES_VERSION" "$(bin kube-network-policies)/netpol"
-fi
 kafka
+if [ "${BARE_NETPOL:-1}" != 0 ]; then kube_router; fi

@@ -28,8 +28,8 @@ for dir in $PRIVATE_DIRS; do
     mkdir -p "$dir"
     mount -t tmpfs -o mode=0755 cryptovol-bare "$dir"
 done
-# mounts propagate inside this namespace as on a real node (pods' network namespaces reach
-# kube-network-policies' HostToContainer volume); the host's mounts stay private to it
+# mounts propagate inside this namespace as on a real node (a pod's HostToContainer volume
+# sees mounts made after it started); the host's mounts stay private to it
 mount --make-rshared /
 # kubelet sets three kernel tunables at start; in this mount namespace it finds files that
 # already hold the values it wants, so the machine's own settings are never written

@@ -362,22 +362,34 @@ def test_bare_leftover_check_names_what_down_left() -> None:
     assert hoststate._rules(":INPUT ACCEPT [12:345]") == hoststate._rules(":INPUT ACCEPT [0:0]")
 
 
-def test_bare_network_policy_enforcement_is_kube_network_policies_own_install() -> None:
+def test_bare_network_policy_enforcement_is_kube_routers_own_firewall_daemonset() -> None:
     import netpol
 
-    version = _versions()["KUBE_NETWORK_POLICIES_VERSION"]
+    version = _versions()["KUBE_ROUTER_VERSION"]
     out = subprocess.run(
-        ["go", "mod", "download", "-json", f"sigs.k8s.io/kube-network-policies@{version}"],
+        ["go", "mod", "download", "-json", f"github.com/cloudnativelabs/kube-router/v2@{version}"],
         capture_output=True, text=True, check=True, timeout=300, cwd="/tmp")
-    docs = netpol.manifests(Path(json.loads(out.stdout)["Dir"]), version)
-    kinds = {d["kind"] for d in docs}
-    assert {"ClusterRole", "ClusterRoleBinding", "ServiceAccount", "DaemonSet"} <= kinds
+    docs = netpol.manifests(Path(json.loads(out.stdout)["Dir"]), version, "/state/run/xtables.lock")
+    assert sorted(d["kind"] for d in docs) == [
+        "ClusterRole", "ClusterRoleBinding", "DaemonSet", "ServiceAccount"]
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert "namespace" not in role["metadata"]
+    # what the policy controller watches
+    watched = {r for rule in role["rules"] for r in rule.get("resources", [])}
+    assert {"pods", "namespaces", "networkpolicies", "nodes"} <= watched
     (daemonset,) = [d for d in docs if d["kind"] == "DaemonSet"]
     spec = daemonset["spec"]["template"]["spec"]
-    assert spec["hostNetwork"] is True
+    assert spec["hostNetwork"] is True and spec["serviceAccountName"] == "kube-router"
+    # the node's bridge CNI stays: no CNI install, no CNI config mounted
+    assert "initContainers" not in spec
     (container,) = spec["containers"]
-    assert container["image"] == f"localhost/cryptovol/kube-network-policies:{version}"
-    # the image's entrypoint is the binary; containerd 1.6 has no NRI socket to mount
-    assert not container["args"][0].startswith("/") and "--disable-nri" in container["args"]
-    assert all("nri" not in v["name"] for v in spec["volumes"])
-    assert all("nri" not in m["name"] for m in container["volumeMounts"])
+    assert container["image"] == f"localhost/cryptovol/kube-router:{version}"
+    assert container["imagePullPolicy"] == "Never"
+    args = container["args"]
+    # the firewall only, with the cluster's Service range, through the service account
+    assert {"--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
+            "--service-cluster-ip-range=10.96.0.0/16"} <= set(args)
+    assert not any(a.startswith("--kubeconfig") for a in args)
+    assert f"\nSERVICE_CIDR={netpol.SERVICE_CIDR}\n" in (BARE / "cluster.sh").read_text()
+    assert [v["hostPath"]["path"] for v in spec["volumes"]] == ["/state/run/xtables.lock"]
+    assert [m["name"] for m in container["volumeMounts"]] == ["xtables-lock"]

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import policies
 from kube import (
     BARE_KUBECONFIG,
     CACHE,
@@ -54,6 +55,8 @@ EXCHANGE = "cryptovol-e2e-exchange"
 ALERT = "CryptovolIngestDisconnected"
 README_ROWS = {"rows": [{"ret_mean": 0.05, "ret_std": 0.01, "n": 50}]}
 WAIT_S = float(os.environ.get("E2E_WAIT_S", "300"))
+# the first prediction comes after 30 minutes of replayed context (tests/e2e/exchange.Containerfile)
+FIRST_PREDICTION_S = float(os.environ.get("E2E_FIRST_PREDICTION_S", "600"))
 
 # runs in the cluster during the rollout: POST /predict through the Service until told to stop
 ROLLOUT_CLIENT = """
@@ -62,14 +65,27 @@ url = "http://{service}:{port}/predict"
 body = json.dumps({rows}).encode()
 sent = failed = 0
 errors = {{}}
+
+def predict():
+    request = urllib.request.Request(url, data=body,
+                                     headers={{"content-type": "application/json"}})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status == 200 and len(json.load(response)["scores"]) == 1
+
+# a NetworkPolicy enforcer admits a new pod once it has seen it: counting starts at the first
+# answer, before the rollout
+while True:
+    try:
+        if predict():
+            break
+    except OSError:
+        pass
+    time.sleep(0.5)
 print("started", flush=True)
 while not os.path.exists("/tmp/stop"):
     sent += 1
     try:
-        request = urllib.request.Request(url, data=body,
-                                         headers={{"content-type": "application/json"}})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            ok = response.status == 200 and len(json.load(response)["scores"]) == 1
+        ok = predict()
     except Exception as exc:
         ok = False
         errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
@@ -88,14 +104,17 @@ print(json.dumps({"uid": int(status["Uid"].split()[1]), "cap_eff": int(status["C
                   "root_writable": os.access("/", os.W_OK)}))
 """
 
-# runs in a pod: can it open a TCP connection to the API?
+# runs in a pod: which of the (host, port) pairs can it open a TCP connection to?
 CONNECT_PROBE = """
-import socket
-try:
-    socket.create_connection(("{host}", {port}), timeout=3).close()
-    print("connected")
-except OSError as exc:
-    print("refused:", exc)
+import json, socket
+results = []
+for host, port in {targets}:
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        results.append(True)
+    except OSError:
+        results.append(False)
+print(json.dumps(results))
 """
 
 # runs in the consumer pod: the end offsets of predictions.log, from the broker
@@ -118,8 +137,7 @@ class E2E:
                          "back_to_ml": False},
             "helm_test": False,
             "security": {"non_root": False, "read_only_root": False, "no_capabilities": False},
-            "network_policies": {"consumer_to_api": False, "ingest_to_api_denied": False,
-                                 "stranger_to_api_denied": False, "enforced": False},
+            "network_policies": {"allowed": 0, "denied": 0, "checks": [], "enforced": False},
             "prometheus": {"targets_up": 0, "targets_total": 0, "rules_loaded": 0,
                            "recording_series": 0, "alert_fired_and_cleared": False},
             "timings_s": {},
@@ -218,7 +236,7 @@ class E2E:
                 f"predictions logged {self.report['predictions_logged']}")
             return self.report["rows_scored"] > 0 and self.report["predictions_logged"] > 0
         wait_until("rows scored by the API and predictions on predictions.log", counts,
-                   WAIT_S, 5)
+                   FIRST_PREDICTION_S, 5)
 
     def port_forward(self) -> None:
         with self.kube.port_forward(f"svc/{RELEASE}-api", 8000) as port:
@@ -346,38 +364,46 @@ class E2E:
         }
 
     def network_policies(self) -> None:
-        """Enforced, not only rendered: a connection the table allows goes through, one it
-        does not (ingest to the API; a pod outside the release to the API) is dropped."""
+        """Enforced, not only rendered: per component, each peer of the values' table is
+        reached and every other target is not; nor is a component reached from a pod outside
+        the release (tests/e2e/policies.py picks the connections)."""
         result = self.report["network_policies"]
-        api = f"{RELEASE}-api"
-
-        def connects(target: str) -> bool:
-            out = self.kube.kubectl("exec", target, "--", "python", "-c", CONNECT_PROBE.format(
-                host=api, port=8000)).strip()
-            # anything but the probe's own verdict (no pod, no python) fails the step
-            if out != "connected" and not out.startswith("refused:"):
-                raise StepFailed(f"connection probe in {target}: {out!r}")
-            return out == "connected"
-        result["consumer_to_api"] = connects(f"deployment/{RELEASE}-consumer")
-        result["ingest_to_api_denied"] = not connects(f"deployment/{RELEASE}-ingest")
-        result["stranger_to_api_denied"] = not connects(f"deployment/{EXCHANGE}")
-        result["enforced"] = result["ingest_to_api_denied"] and result["stranger_to_api_denied"]
-        log(f"network policies: {result}")
-        if not result["consumer_to_api"]:
-            raise StepFailed(f"an edge of the values' table is blocked: {result}")
+        values = json.loads(self.kube.helm("get", "values", RELEASE, "--all", "-o", "json"))
+        checks = policies.plan(values, RELEASE, [s.name for s in self.services])
+        connected: dict[policies.Check, bool] = {}
+        for source in dict.fromkeys(c.source for c in checks):
+            mine = [c for c in checks if c.source == source]
+            pod = (f"deployment/{EXCHANGE}" if source == policies.STRANGER
+                   else f"deployment/{RELEASE}-{source}")
+            out = self.kube.kubectl("exec", pod, "--", "python", "-c", CONNECT_PROBE.format(
+                targets=[(c.host, c.port) for c in mine]))
+            connected.update(zip(mine, json.loads(out.strip().splitlines()[-1]), strict=True))
+        result["checks"] = [{"from": c.source, "to": c.target, "address": f"{c.host}:{c.port}",
+                             "expected": "allowed" if c.allowed else "denied",
+                             "connected": connected[c]} for c in checks]
+        result["allowed"] = sum(c.allowed and connected[c] for c in checks)
+        result["denied"] = sum(not c.allowed and not connected[c] for c in checks)
+        blocked = [r for r in result["checks"] if r["expected"] == "allowed" and not r["connected"]]
+        leaked = [r for r in result["checks"] if r["expected"] == "denied" and r["connected"]]
+        result["enforced"] = not leaked and result["denied"] > 0
+        log(f"network policies: {result['allowed']} allowed and {result['denied']} denied "
+            f"connections as the values' table says, of {len(checks)}; enforced "
+            f"{result['enforced']}")
+        if blocked:
+            raise StepFailed(f"connections of the values' table blocked: {blocked}")
         if result["enforced"]:
             return
         if self.enforcer_expected():
-            raise StepFailed(f"NetworkPolicies not enforced as the values' table says: {result}")
-        log("NetworkPolicies accepted but not enforced: the bare cluster's bridge CNI ignores "
-            "them (BARE_NETPOL=1 adds kube-network-policies where the kernel has nft_queue)")
+            raise StepFailed(f"NetworkPolicies not enforced as the values' table says: {leaked}")
+        log("NetworkPolicies accepted but not enforced: the bare cluster was started with "
+            "BARE_NETPOL=0 (no kube-router)")
 
     def enforcer_expected(self) -> bool:
-        """kind (kindnet) and minikube (Calico) enforce; the bare cluster only with
-        kube-network-policies installed."""
+        """kind (kindnet) and minikube (Calico) enforce; the bare cluster with kube-router
+        (unless started with BARE_NETPOL=0)."""
         if self.provider != "bare":
             return True
-        return bool(self.kube.kubectl("get", "daemonset", "kube-network-policies",
+        return bool(self.kube.kubectl("get", "daemonset", "kube-router",
                                       "--ignore-not-found", "-o", "name",
                                       namespace="kube-system").strip())
 
