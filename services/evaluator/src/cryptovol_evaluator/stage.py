@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from kafka.structs import TopicPartition
@@ -61,6 +61,12 @@ def _time_of(record: Record) -> int | None:
         return parse_micros(orjson.loads(record.value)["event_time"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
+
+
+class _End(NamedTuple):
+    offset: int
+    timestamp: int
+    value: bytes
 
 
 @dataclass
@@ -111,6 +117,7 @@ class Evaluate(Stage):
         # on a timer, so the last rows of a burst are published too)
         self._lock = threading.Lock()
         self._tails: dict[int, int | None] = {}  # newest graded event time per partition
+        self._restored: set[TopicPartition] = set()
         self._dirty = False
 
     def grader(self, partition: int) -> Grader:
@@ -217,9 +224,26 @@ class Evaluate(Stage):
 
     # -- state ------------------------------------------------------------------
     def restore(self, tp: TopicPartition, records: Sequence[Record], history: History) -> bool:
+        """Rebuild partition ``tp.partition``: this topic's side from before ``records``,
+        and the other topic's side too if it is not restored yet, up to that topic's
+        end (a crash may leave one topic wholly committed, so no record of it would
+        ever ask for a restore; what it re-delivers later is recognised as seen)."""
+        if tp in self._restored:
+            return True
         first = next((r for r in records if _time_of(r) is not None), None)
         if first is None:
             return False  # nothing usable yet: the next batch tells where to start
+        self._restore_side(tp, first, history)
+        other = TopicPartition(self.topic_predictions if tp.topic == self.topic_ticks
+                               else self.topic_ticks, tp.partition)
+        if other not in self._restored:
+            last = self._last_record(other, history)
+            if last is not None:
+                self._restore_side(other, last, history)
+            self._restored.add(other)
+        return True
+
+    def _restore_side(self, tp: TopicPartition, first: Record, history: History) -> None:
         started = self._clock()
         grader = self.grader(tp.partition)
         first_us = _time_of(first)
@@ -228,12 +252,24 @@ class Evaluate(Stage):
             fed = self._replay_ticks(tp, first, first_us, history, grader)
         else:
             fed = self._restore_predictions(tp, first, first_us, history, grader)
+        self._restored.add(tp)
         elapsed = self._clock() - started
         metrics.STATE_REBUILD.labels(tp.topic).observe(elapsed)
         log.info("partition state rebuilt", extra={
             "topic": tp.topic, "partition": tp.partition, "to_offset": first.offset,
             "records": fed, "seconds": round(elapsed, 3)})
-        return True
+
+    @staticmethod
+    def _last_record(tp: TopicPartition, history: History) -> Record | None:
+        """A stand-in for the record after ``tp``'s last (offset = the end), with the
+        last record's time: what a restore reads up to. None for an empty partition."""
+        reader = history.reader
+        beginning = reader.beginning_offsets([tp])[tp]
+        end = reader.end_offsets([tp])[tp]
+        if end <= beginning:
+            return None
+        last = next(iter(history.records(tp, end - 1, end)))
+        return _End(end, last.timestamp, last.value)
 
     def _graded_through(self, p: int, history: History) -> int | None:
         """The newest event time graded in partition ``p`` (``predictions.labelled``'s
@@ -332,6 +368,7 @@ class Evaluate(Stage):
     def drop(self, partitions: Collection[TopicPartition]) -> None:
         for tp in partitions:
             self._tails.pop(tp.partition, None)
+            self._restored.discard(tp)
             grader = self.graders.get(tp.partition)
             if grader is None:
                 continue
