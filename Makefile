@@ -17,7 +17,8 @@ PYTEST_ARGS ?=
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(HOME)/.cache/cryptovol/bin:$(PATH)
 
-.PHONY: help install run test test-unit test-integration test-deploy bench train lint lock clean
+.PHONY: help install run test test-unit test-integration test-deploy bench train lint lock clean \
+	ledger chaos soak
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -56,6 +57,15 @@ test-deploy: install
 
 bench: install ## run every benchmark; results as JSON in bench/results/
 	$(PY) bench/run_all.py
+
+ledger: install ## account for every record of the running stack, ticks.raw to predictions, per product
+	$(VENV)/bin/cryptovol-ledger --wait-s 30 --json .state/ledger.json
+
+chaos: install ## SIGKILL every service, the broker, stall the exchange, under load; then the ledger
+	$(VENV)/bin/cryptovol-chaos --out .state/chaos.json
+
+soak: install ## 40 min at 20x the live rate: memory, descriptors, threads, lag, latency, verdict
+	$(VENV)/bin/cryptovol-soak --minutes $(or $(SOAK_MINUTES),40)
 
 train: install ## train and evaluate the models, log to MLflow, write models/artifacts/
 	$(VENV)/bin/cryptovol-train

@@ -114,3 +114,20 @@ def test_the_command_prints_its_url_and_serves() -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_many_products_are_served_interleaved_in_time_order() -> None:
+    names = ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD"]
+
+    async def go() -> list[dict]:
+        async with FakeExchange([ONE], speed=math.inf, products=len(names)) as fx:
+            messages = await collect(fx.url, [sub("ticker", names)], until=1 + 4 * 40)
+            assert fx.ticks_sent >= 4 * 40
+            return messages
+
+    tickers = [m for m in asyncio.run(go()) if m["channel"] == "ticker"]
+    stamps = [m["timestamp"] for m in tickers]
+    assert stamps == sorted(stamps)
+    products = [m["events"][0]["tickers"][0]["product_id"] for m in tickers]
+    assert set(products) == set(names)
+    assert products[:4] == names  # each recorded tick, product after product

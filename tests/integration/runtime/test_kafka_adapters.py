@@ -13,6 +13,7 @@ from cryptovol.core.codec import decode_tick, encode_tick
 from cryptovol.core.ticks import Tick
 from cryptovol.core.timestamps import now_micros
 from cryptovol.runtime.kafka import (
+    DEAD_LETTER_MAX_BYTES,
     DeadLetter,
     broker_reachable,
     ensure_topics,
@@ -162,6 +163,25 @@ def test_dead_letters_keep_the_raw_bytes_and_the_reason(kafka_settings):
     headers = dict(records[0].headers)
     assert headers["reason"] == b"malformed json"
     assert headers["source_topic"] == kafka_settings.topic_raw.encode()
+
+
+def test_a_dead_letter_of_a_record_at_the_size_limit_is_cut_and_still_delivered(
+        kafka_settings):
+    # the record itself fits the broker's limit; with the reason headers it would not
+    ensure_topics(kafka_settings, [kafka_settings.topic_raw])
+    producer = make_producer(kafka_settings, compression_type=None)
+    huge = b"x" * (1024 * 1024 - 300)
+    future = DeadLetter(producer).send(kafka_settings.topic_raw, huge, "invalid JSON: " + "y" * 400)
+    producer.flush(30)
+    assert future.succeeded()
+    consumer = make_consumer(kafka_settings, None)
+    partitions = [TopicPartition(kafka_settings.topic_raw + ".dlq", p) for p in range(3)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    (record,) = _drain(consumer, 1)
+    consumer.close()
+    assert record.value == huge[:DEAD_LETTER_MAX_BYTES]
+    assert dict(record.headers)["truncated_from"] == str(len(huge)).encode()
 
 
 def test_json_records_round_trip_through_the_broker(kafka_settings):

@@ -227,8 +227,9 @@ def test_response_is_plain_json_with_every_field(client: TestClient) -> None:
     body = orjson.loads(r.content)
     assert set(body) == {
         "scores", "spikes", "threshold", "model_variant", "model_name", "version", "ts",
-        "imputed", "ignored_fields", "warnings",
+        "imputed", "ignored_fields", "warnings", "shadows",
     }  # fmt: skip
+    assert body["shadows"] == []  # no MODEL_SHADOW
     assert r.headers["content-type"] == "application/json"
 
 

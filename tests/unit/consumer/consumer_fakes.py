@@ -10,7 +10,7 @@ from kafka_fakes import Clock, FakeConsumer
 
 from cryptovol.core.codec import encode_record
 from cryptovol.core.schemas import FeatureRow
-from cryptovol_consumer.client import ApiError, PredictResult
+from cryptovol_consumer.client import ApiError, PredictResult, ShadowResult
 
 TOPIC = "ticks.features"
 T0 = datetime(2025, 12, 6, 1, 0, tzinfo=UTC)
@@ -32,8 +32,10 @@ class FakeApi:
     """Scores a row as its feature ``x`` / 100; fails the first ``outage`` calls;
     answers 422 to any batch holding a row with a ``bad`` feature."""
 
-    def __init__(self, clock: Clock, outage: int = 0, threshold: float = 0.5) -> None:
+    def __init__(self, clock: Clock, outage: int = 0, threshold: float = 0.5,
+                 shadow: bool = False) -> None:
         self.clock = clock
+        self.shadow = shadow  # also answer a challenger's scores: 1 - score
         self.outage = outage
         self.threshold = threshold
         self.calls: list[list[dict]] = []
@@ -55,6 +57,8 @@ class FakeApi:
             model_variant="ml",
             model_version="v-fake",
             latency_ms=2.0,
+            shadows=(ShadowResult("baseline", "v-shadow", 0.4, [1 - s for s in scores],
+                                  [1 - s >= 0.4 for s in scores]),) if self.shadow else (),
         )
 
     def close(self) -> None:

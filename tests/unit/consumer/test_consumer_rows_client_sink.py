@@ -68,6 +68,21 @@ def test_client_sends_rows_and_event_times_and_parses_the_answer() -> None:
     assert result.threshold == 0.5 and result.latency_ms >= 0
 
 
+def test_client_keeps_the_valid_shadows_and_leaves_out_broken_ones() -> None:
+    good = {"model_name": "rf", "model_variant": "ml", "version": "v-rf", "threshold": 0.3,
+            "scores": [0.2, 0.4], "spikes": [False, True]}
+    broken = [{**good, "scores": [0.2]}, {**good, "scores": [0.2, 1.7]},
+              {**good, "model_variant": "champion"}, {"version": "v"}, "nonsense"]
+    body = {"scores": [0.1, 0.9], "spikes": [False, True], "threshold": 0.5,
+            "model_variant": "ml", "version": "v1", "shadows": [*broken, good]}
+    result = _client(lambda request: httpx.Response(200, json=body)).predict(
+        [{"a": 1.0}, {"a": 2.0}])
+    (shadow,) = result.shadows
+    assert (shadow.model_version, shadow.threshold, shadow.scores, shadow.spikes) == (
+        "v-rf", 0.3, [0.2, 0.4], [False, True])
+    assert result.scores == [0.1, 0.9]  # the answer itself is untouched
+
+
 @pytest.mark.parametrize(
     ("response", "reason", "retryable"),
     [

@@ -28,12 +28,13 @@ def _metric(name: str, **labels: str) -> float:
 class Harness:
     def __init__(
         self, partitions: int = 1, outage: int = 0, leak: bool = False,
-        clock_start: float = 1000.0, rate: float = 0.0, **settings: object,
+        clock_start: float = 1000.0, rate: float = 0.0, shadow: bool = False,
+        **settings: object,
     ) -> None:
         self.clock = Clock(clock_start)
         self.consumer = FakeConsumer(TOPIC, self.clock, partitions, leak_after_pause=leak)
         self.producer = FakeProducer(auto_ack=True)
-        self.api = FakeApi(self.clock, outage=outage)
+        self.api = FakeApi(self.clock, outage=outage, shadow=shadow)
         self.sink = RecordingSink(self.consumer)
         self.shutdown = Shutdown(install=False)
         values: dict[str, object] = {
@@ -99,6 +100,21 @@ def test_every_row_is_predicted_once_and_committed_after_it_is_recorded() -> Non
     first = h.sink.records[0]
     assert first.model_variant == "ml" and first.threshold == 0.5
     assert first.e2e_latency_ms > 0 and first.api_latency_ms == 2.0
+
+
+def test_shadow_scores_are_recorded_with_each_prediction() -> None:
+    h = Harness(shadow=True)
+    for i in range(30):
+        h.consumer.add(feature_bytes(i, x=float(i)))
+    h.run()
+    assert len(h.sink.records) == 30
+    for record in h.sink.records:
+        (shadow,) = record.shadows
+        assert (shadow.model_variant, shadow.model_version, shadow.threshold) == (
+            "baseline", "v-shadow", 0.4)
+        assert shadow.score == pytest.approx(1 - record.score)
+        assert shadow.spike == (shadow.score >= 0.4)
+    assert Harness().api.shadow is False  # without MODEL_SHADOW, none: shadows == []
 
 
 def test_batches_wait_for_linger_or_size() -> None:

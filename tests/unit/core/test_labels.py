@@ -1,4 +1,6 @@
-"""The label: against a naive reference, causal threshold, no label across gaps."""
+"""The label: against a naive reference and the table oracle (bit for bit on every
+bundled tick), causal threshold, no label across gaps, final as soon as its horizon
+has passed."""
 
 from __future__ import annotations
 
@@ -9,8 +11,18 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from labels_reference import reference_labels
 
-from cryptovol.core.labels import LabelConfig, compute_labels, label_end
+from cryptovol.core.labels import (
+    CUT,
+    LABEL_COLUMNS,
+    NO_HISTORY,
+    NO_PAST,
+    LabelConfig,
+    Labeller,
+    compute_labels,
+    label_end,
+)
 
 SMALL = LabelConfig(horizon_s=10.0, window_s=10.0, lookback_s=60.0, quantile=0.8,
                     min_samples=5)
@@ -158,3 +170,108 @@ def test_spike_iff_forward_volatility_reaches_tau(seed: int, q: float) -> None:
         labels.loc[has, "rv_fwd"] > 0)
     assert (labels.loc[has, "spike"] == expected.astype(float)).all()
     assert labels.loc[~has, "spike"].isna().all()
+
+
+# --- the incremental labeller: the one implementation, against the table oracle ------
+
+ORACLE_CONFIGS = [
+    LabelConfig(),
+    LabelConfig(min_history_s=300.0, min_samples=100),  # training's row policy
+    LabelConfig(horizon_s=30.0, window_s=30.0, lookback_s=600.0, quantile=0.8, min_samples=50),
+]
+
+
+@pytest.fixture(scope="module")
+def bundled_frame(recordings_dir) -> pd.DataFrame:
+    from cryptovol.core.features import features_frame
+    from cryptovol.runtime.recordings import open_recordings, read_ticks
+
+    return features_frame(read_ticks(open_recordings([recordings_dir])))
+
+
+@pytest.mark.parametrize("cfg", ORACLE_CONFIGS, ids=["default", "training", "short"])
+def test_equal_to_the_table_oracle_on_every_bundled_tick(bundled_frame, cfg) -> None:
+    got = compute_labels(bundled_frame, cfg)
+    want = reference_labels(bundled_frame, cfg)
+    assert got["has_label"].sum() > 10_000
+    for col in LABEL_COLUMNS:  # bit for bit, NaN where NaN
+        np.testing.assert_array_equal(got[col].to_numpy(), want[col].to_numpy(), err_msg=col)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_equal_to_the_table_oracle_on_generated_ticks(seed: int) -> None:
+    frame = ticks(seed, products=3)
+    for cfg in (SMALL, LabelConfig(horizon_s=3.0, window_s=7.0, lookback_s=30.0,
+                                   min_history_s=5.0, min_samples=2)):
+        got, want = compute_labels(frame, cfg), reference_labels(frame, cfg)
+        for col in LABEL_COLUMNS:
+            np.testing.assert_array_equal(got[col].to_numpy(), want[col].to_numpy(),
+                                          err_msg=col)
+
+
+def test_a_label_is_final_once_the_first_tick_past_its_horizon_arrives() -> None:
+    frame = ticks(7, gap_at=None)
+    labeller = Labeller(SMALL)
+    ts = frame["ts"].to_numpy()
+    done: dict[int, float] = {}
+    for i, (t, p) in enumerate(zip(ts, frame["price"], strict=True)):
+        for label in labeller.add(i, "P0", float(t), float(p)):
+            assert t > label.ts + SMALL.horizon_s  # never before its horizon has passed
+            # the tick before this one was still inside it: final at the first moment
+            assert ts[i - 1] <= label.ts + SMALL.horizon_s
+            done[label.key] = t
+    assert sorted(done) == list(range(len(done)))  # oldest first, none skipped
+    assert labeller.pending() == len(frame) - len(done) > 0
+    rest = labeller.close()
+    assert [lab.key for lab in rest] == list(range(len(done), len(frame)))
+    assert not any(lab.has_label for lab in rest if lab.ts + SMALL.horizon_s > ts[-1])
+    assert labeller.pending() == 0
+
+
+def test_reasons_for_no_label() -> None:
+    frame = ticks(8, gap_at=300)
+    labeller = Labeller(SMALL)
+    labels = []
+    for i, row in enumerate(frame.itertuples()):
+        labels += labeller.add(i, "P0", row.ts, row.price, row.segment_id)
+    labels += labeller.close()
+    by_key = sorted(labels, key=lambda lab: lab.key)
+    want = compute_labels(frame, SMALL)
+    assert [lab.has_label for lab in by_key] == want["has_label"].tolist()
+    reasons = {lab.reason for lab in by_key if not lab.has_label}
+    assert reasons == {NO_PAST, NO_HISTORY, CUT}
+    for lab in by_key:
+        assert (lab.reason == "") == lab.has_label
+        if lab.reason == NO_PAST:
+            assert math.isnan(lab.rv_past)
+        if lab.reason == CUT:  # the future window runs into the gap or the end
+            assert math.isnan(lab.rv_fwd) and not math.isnan(lab.tau)
+
+
+def test_a_backwards_clock_jump_cuts_the_open_rows_and_forgets_tau() -> None:
+    cfg = LabelConfig(horizon_s=2.0, window_s=2.0, lookback_s=10.0, min_samples=2)
+    labeller = Labeller(cfg)
+    out = []
+    for k in range(30):
+        out += labeller.add(k, "X", 100.0 + k * 0.5, 100.0 * (1.001 if k % 2 else 1.0))
+    assert any(lab.has_label for lab in out)
+    jumped = labeller.add("j", "X", 50.0, 100.0)  # 65 s back in time
+    # the open rows end with their segment: complete up to the last tick, cut after it
+    assert jumped and all(lab.has_label == (lab.ts + cfg.horizon_s <= 114.5) for lab in jumped)
+    assert {lab.reason for lab in jumped} == {"", CUT}
+    after = []
+    for k in range(1, 30):
+        after += labeller.add(f"a{k}", "X", 50.0 + k * 0.5, 100.0 * (1.001 if k % 2 else 1.0))
+    assert not any(lab.has_label for lab in after if lab.ts - 50.0 < cfg.history_s)
+
+
+def test_products_are_labelled_apart() -> None:
+    frame = ticks(9, products=2)
+    both = compute_labels(frame, SMALL)
+    for _product, rows in frame.groupby("product_id"):
+        alone = compute_labels(rows, SMALL)
+        pd.testing.assert_frame_equal(alone, both.loc[rows.index])
+    assert LabelConfig.from_dict({**SMALL.to_dict(), "extra": 1}) == LabelConfig(
+        horizon_s=10.0, window_s=10.0, lookback_s=60.0, quantile=0.8, min_samples=5,
+        min_history_s=50.0)
+    assert SMALL.memory_s == 70.0

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
 from cryptovol.core.coinbase import ticker_to_tick
-from cryptovol.core.schemas import FeatureRow, PredictionRecord
-from cryptovol.core.ticks import tick_record_id
+from cryptovol.core.schemas import FeatureRow, PredictionRecord, RawTick
+from cryptovol.core.ticks import EARLIEST_EVENT_TIME, MAX_CLOCK_AHEAD, tick_record_id
 from cryptovol.core.timestamps import to_micros
 
 T0 = datetime(2025, 12, 6, 1, 12, 47, 761914, tzinfo=UTC)
@@ -45,3 +45,46 @@ def test_feature_and_prediction_records_validate():
         PredictionRecord(record_id="r", product_id="BTC-USD", event_time=T0, predicted_time=T0,
                          score=0.4, spike=False, threshold=0.5, model_variant="nonsense",
                          model_version="v1", api_latency_ms=1.0, e2e_latency_ms=2.0)
+
+
+@pytest.mark.parametrize("price", ["NaN", "Infinity", "1e400"])
+def test_ticker_with_a_price_that_is_not_finite_is_rejected(price):
+    with pytest.raises(ValueError, match="positive finite price"):
+        ticker_to_tick({**TICKER, "price": price}, event_us=T0_US, receive_us=T0_US)
+
+
+@pytest.mark.parametrize("product", [None, "", 7])
+def test_ticker_without_a_product_id_is_rejected(product):
+    with pytest.raises(ValueError, match="product id"):
+        ticker_to_tick({**TICKER, "product_id": product}, event_us=T0_US, receive_us=T0_US)
+
+
+@pytest.mark.parametrize(("event_time", "why"), [
+    (datetime(2999, 1, 1, tzinfo=UTC), "after receive_time"),
+    (T0 + MAX_CLOCK_AHEAD + timedelta(seconds=1), "after receive_time"),
+    (datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC), "before 2015"),
+])
+def test_event_times_no_exchange_clock_can_give_are_rejected(event_time, why):
+    with pytest.raises(ValueError, match=why):
+        ticker_to_tick(TICKER, event_us=to_micros(event_time), receive_us=T0_US)
+    message = {"record_id": "r", "product_id": "BTC-USD", "event_time": event_time,
+               "receive_time": T0, "price": 1.0}
+    with pytest.raises(ValidationError, match=why):
+        RawTick.model_validate(message)
+    # within the clock's allowance, and anything since 2015 (replays), is fine
+    ticker_to_tick(TICKER, event_us=to_micros(T0 + MAX_CLOCK_AHEAD), receive_us=T0_US)
+    ticker_to_tick(TICKER, event_us=to_micros(EARLIEST_EVENT_TIME), receive_us=T0_US)
+
+
+def test_records_of_another_schema_version_are_refused():
+    tick = {"record_id": "r", "product_id": "BTC-USD", "event_time": T0, "receive_time": T0,
+            "price": 1.0}
+    assert RawTick.model_validate(tick).schema_version == 1  # absent: the current one
+    with pytest.raises(ValidationError, match="schema_version 2 is not supported"):
+        RawTick.model_validate(tick | {"schema_version": 2})
+    row = {"record_id": "r", "product_id": "BTC-USD", "event_time": T0, "receive_time": T0,
+           "warmup": False, "features": {"n": 1.0}}
+    with pytest.raises(ValidationError, match="schema_version 0 is not supported"):
+        FeatureRow.model_validate(row | {"schema_version": 0})
+    with pytest.raises(ValidationError):
+        RawTick.model_validate(tick | {"product_id": ""})

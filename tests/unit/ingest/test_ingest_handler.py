@@ -78,3 +78,15 @@ def test_a_full_queue_makes_the_reader_wait_instead_of_dropping() -> None:
 
     run(handler, [msg("ticker", i, [{"type": "update", "tickers": [TICKER]}]) for i in range(2)])
     assert len(sink.ticks) == 2 and waits
+
+
+def test_tickers_of_products_nobody_subscribed_to_are_dead_lettered_not_published() -> None:
+    sink, metrics = CollectingSink(), isolated_metrics()
+    handler = MessageHandler(sink, metrics, products=frozenset({"BTC-USD"}))
+    stranger = {**TICKER, "product_id": "NOPE-USD"}
+    run(handler, [msg("ticker", 0, [{"type": "update", "tickers": [TICKER, stranger]}]),
+                  msg("ticker", 1, [{"type": "update", "tickers": [stranger]}])])
+    assert [t.product_id for t in sink.ticks] == ["BTC-USD"]  # its neighbour is kept
+    assert [reason for _, reason in sink.dead_letters] == [
+        "unknown_product: not subscribed: ['NOPE-USD']"] * 2
+    assert value(metrics.malformed.labels(reason="unknown_product")) == 2

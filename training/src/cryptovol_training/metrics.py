@@ -1,4 +1,5 @@
-"""Classification metrics and threshold choice (pure)."""
+"""Threshold choice and reporting helpers (pure); the metrics are
+:mod:`cryptovol.core.quality`, the code the live evaluator runs."""
 
 from __future__ import annotations
 
@@ -6,64 +7,15 @@ import math
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    precision_recall_curve,
-    roc_auc_score,
+from sklearn.metrics import precision_recall_curve
+
+# The metrics themselves are the core's, shared with the live evaluator
+from cryptovol.core.quality import (  # noqa: F401  (re-exported for training's callers)
+    CALIBRATION_BINS,
+    METRIC_NAMES,
+    binary_metrics,
+    expected_calibration_error,
 )
-
-METRIC_NAMES = ("n", "positives", "prevalence", "pr_auc", "pr_auc_lift", "roc_auc", "precision",
-                "recall", "f1", "flag_rate", "brier", "ece", "threshold")
-CALIBRATION_BINS = 10
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
-    """Mean |observed rate - mean score| over equal-width score bins, weighted by rows."""
-    if len(y) == 0:
-        return math.nan
-    which = np.minimum((p * bins).astype(np.int64), bins - 1)
-    count = np.bincount(which, minlength=bins)
-    gap = np.abs(np.bincount(which, weights=y, minlength=bins)
-                 - np.bincount(which, weights=p, minlength=bins))
-    return float(gap.sum() / count.sum())
-
-
-def binary_metrics(
-    y: np.ndarray, scores: np.ndarray, threshold: float, flags: np.ndarray | None = None
-) -> dict[str, float]:
-    """PR-AUC (average precision) with the prevalence beside it, ROC-AUC, Brier,
-    and precision / recall / F1 of ``scores >= threshold`` (or of ``flags``, when
-    rows were flagged with different thresholds, e.g. pooled over folds).
-    Ranking metrics are NaN when only one class is present."""
-    y = np.asarray(y, dtype=np.int64)
-    p = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
-    n = len(y)
-    positives = int(y.sum())
-    both = 0 < positives < n
-    flagged = p >= threshold if flags is None else np.asarray(flags, dtype=bool)
-    tp = int(np.sum(flagged & (y == 1)))
-    precision = tp / int(flagged.sum()) if flagged.any() else math.nan
-    recall = tp / positives if positives else math.nan
-    f1 = (2 * tp / (int(flagged.sum()) + positives)) if (flagged.any() or positives) else math.nan
-    prevalence = positives / n if n else math.nan
-    pr_auc = float(average_precision_score(y, p)) if both else math.nan
-    return {
-        "n": n,
-        "positives": positives,
-        "prevalence": prevalence,
-        "pr_auc": pr_auc,
-        "pr_auc_lift": pr_auc / prevalence if both else math.nan,
-        "roc_auc": float(roc_auc_score(y, p)) if both else math.nan,
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "flag_rate": float(flagged.mean()) if n else math.nan,
-        "brier": float(brier_score_loss(y, p)) if n else math.nan,
-        "ece": expected_calibration_error(y, p),
-        "threshold": float(threshold),
-    }
-
 
 MAX_FLAG_RATE = 0.25
 

@@ -19,7 +19,7 @@ from cryptovol_api.buildinfo import API_VERSION, resolve_git_sha
 from cryptovol_api.docs_offline import install_offline_docs
 from cryptovol_api.kafka_probe import KafkaProbe
 from cryptovol_api.middleware import MetricsMiddleware
-from cryptovol_api.model import ModelState, OutsideDomain, Scorer, load_model
+from cryptovol_api.model import ModelState, OutsideDomain, Scorer, load_model, load_shadows
 from cryptovol_api.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -102,6 +102,32 @@ _ERRORS_DOC = {
 }
 
 
+def _shadow_scores(shadow: Scorer, rows: list[dict[str, float | None]]) -> dict[str, Any] | None:
+    """A challenger's scores of ``rows``, or None (counted) when it cannot score them:
+    a shadow never fails a request nor changes its answer."""
+    started = time.perf_counter()
+    try:
+        scores = shadow.score(shadow.prepare(rows).X)
+    except OutsideDomain:
+        metrics.SHADOW_ERRORS.labels(shadow.name, "outside_domain").inc()
+        return None
+    except Exception:
+        log.exception("shadow model failed; answer unaffected", extra={"shadow": shadow.name})
+        metrics.SHADOW_ERRORS.labels(shadow.name, "internal").inc()
+        return None
+    metrics.SHADOW_LATENCY.labels(shadow.version).observe(time.perf_counter() - started)
+    metrics.SHADOW_ROWS.labels(shadow.variant, shadow.version).inc(len(rows))
+    metrics.SCORES.observe_many(shadow.variant, shadow.version, scores)
+    return {
+        "model_name": shadow.name,
+        "model_variant": shadow.variant,
+        "version": shadow.version,
+        "threshold": shadow.threshold,
+        "scores": scores.tolist(),
+        "spikes": (scores >= shadow.threshold).tolist(),
+    }
+
+
 def create_app(
     settings: ApiSettings | None = None,
     *,
@@ -111,11 +137,14 @@ def create_app(
     settings = settings or ApiSettings()
     state: ModelState = load_model(settings, scorer_cls)
     scorer = state.scorer
+    shadows = load_shadows(settings, scorer, scorer_cls)
     git_sha = resolve_git_sha(settings.git_sha)
     probe = probe or KafkaProbe(
         settings.bootstrap, settings.kafka_check_interval_s, settings.kafka_check_timeout_s
     )
     metrics.set_model(scorer.describe() if scorer else None)
+    metrics.set_shadows([sh.describe() for sh in shadows.scorers], list(shadows.errors))
+    shadow_versions = [sh.version for sh in shadows.scorers]
     if scorer is not None:
         # Labelled children resolved once, not per request.
         rows_scored = metrics.ROWS_SCORED.labels(scorer.variant, scorer.version)
@@ -132,6 +161,8 @@ def create_app(
             "git_sha": git_sha,
             "model_loaded": True,
             **scorer.describe(),
+            "shadows": [sh.describe() for sh in shadows.scorers],
+            "shadow_errors": shadows.errors,
         }
     else:
         version_body = {
@@ -159,6 +190,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.model = state
+    app.state.shadows = shadows
     app.state.probe = probe
     install_offline_docs(app)
     app.add_middleware(MetricsMiddleware)
@@ -240,6 +272,8 @@ def create_app(
         warnings = scorer.warnings(prepared)
         if warnings:
             metrics.ROWS_WITHOUT_INPUTS.inc(prepared.n_without_inputs)
+        challengers = [out for sh in shadows.scorers
+                       if (out := _shadow_scores(sh, req.rows)) is not None]
         return {
             "scores": scores.tolist(),
             "spikes": flags.tolist(),
@@ -248,6 +282,7 @@ def create_app(
             "imputed": prepared.imputed,
             "ignored_fields": prepared.ignored,
             "warnings": warnings,
+            "shadows": challengers,
         }
 
     @app.get("/health", response_model=HealthResponse, summary="Service and dependency health")
@@ -260,6 +295,7 @@ def create_app(
             "kafka_checked_at": format_ts_epoch(checked_at),
             "model_variant": scorer.variant if scorer else None,
             "model_version": scorer.version if scorer else None,
+            "shadow_versions": shadow_versions,
             "error": state.error,
         }
 

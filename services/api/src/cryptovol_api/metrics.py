@@ -47,6 +47,27 @@ MODEL_INFO = Gauge(
     ["model_name", "model_version", "model_variant", "sha256"],
 )
 MODEL_LOADED = Gauge("cryptovol_api_model_loaded", "1 when a model is loaded, else 0")
+SHADOW_INFO = Gauge(
+    "cryptovol_api_shadow_info",
+    "1 for each challenger scored beside the served model (MODEL_SHADOW)",
+    ["model_name", "model_version", "model_variant", "sha256"],
+)
+SHADOW_ROWS = Counter(
+    "cryptovol_api_shadow_rows_scored_total", "rows a challenger scored beside the served model",
+    ["model_variant", "model_version"],
+)
+SHADOW_ERRORS = Counter(
+    "cryptovol_api_shadow_errors_total",
+    "requests a challenger could not score (the answer is unaffected); MODEL_SHADOW artifacts "
+    "that did not load count once with reason load",
+    ["model_name", "reason"],
+)
+SHADOW_LATENCY = Histogram(
+    "cryptovol_api_shadow_inference_latency_seconds",
+    "challenger scoring time per batch (added to each /predict request)",
+    ["model_version"],
+    buckets=_LATENCY_BUCKETS,
+)
 FEATURE_AGE = Gauge(
     "cryptovol_api_feature_age_seconds", "age of the newest feature row seen (event_time)"
 )
@@ -129,6 +150,17 @@ class ScoreHistogram(Collector):
 
 SCORES = ScoreHistogram()
 REGISTRY.register(SCORES)
+
+
+def set_shadows(infos: list[dict[str, str]], failed: list[str]) -> None:
+    """Publish the challengers being scored, and count the ones that did not load."""
+    SHADOW_INFO.clear()
+    for info in infos:
+        SHADOW_INFO.labels(
+            info["model_name"], info["model_version"], info["model_variant"], info["sha256"]
+        ).set(1)
+    for name in failed:
+        SHADOW_ERRORS.labels(name, "load").inc()
 
 
 def set_model(info: dict[str, str] | None) -> None:

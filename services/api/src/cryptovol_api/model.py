@@ -155,6 +155,16 @@ def resolve_model_dir(settings: ApiSettings) -> Path:
         ) from exc
 
 
+def _load_scorer(folder: Path, scorer_cls: type[Scorer]) -> Scorer:
+    from cryptovol.runtime.artifacts import load_artifact
+
+    try:
+        artifact = load_artifact(folder)
+    except Exception as exc:  # checksum, missing files, unpickling: all the same to callers
+        raise ModelLoadError(f"cannot load model from {folder}: {exc}") from exc
+    return scorer_cls(artifact, folder)
+
+
 def load_model(settings: ApiSettings, scorer_cls: type[Scorer] = Scorer) -> ModelState:
     """Load and verify the configured artifact once. Never raises: a missing or
     corrupt model yields a state with an error message the API serves as 503."""
@@ -164,14 +174,7 @@ def load_model(settings: ApiSettings, scorer_cls: type[Scorer] = Scorer) -> Mode
         "models_dir": str(settings.models_dir),
     }
     try:
-        folder = resolve_model_dir(settings)
-        from cryptovol.runtime.artifacts import load_artifact
-
-        try:
-            artifact = load_artifact(folder)
-        except Exception as exc:  # checksum, missing files, unpickling: all the same to callers
-            raise ModelLoadError(f"cannot load model from {folder}: {exc}") from exc
-        scorer = scorer_cls(artifact, folder)
+        scorer = _load_scorer(resolve_model_dir(settings), scorer_cls)
     except ModelLoadError as exc:
         log.error("model not loaded; /predict answers 503", extra={"reason": str(exc)})
         return ModelState(scorer=None, error=str(exc), requested=requested)
@@ -188,3 +191,41 @@ def load_model(settings: ApiSettings, scorer_cls: type[Scorer] = Scorer) -> Mode
         extra={k: v for k, v in scorer.describe().items() if k not in ("features", "imputation")},
     )
     return ModelState(scorer=scorer, requested=requested)
+
+
+@dataclass
+class Shadows:
+    """The challengers scored beside the served model (``MODEL_SHADOW``), and the
+    ones that could not be loaded, with the reason (the API serves without them)."""
+
+    scorers: list[Scorer] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def load_shadows(settings: ApiSettings, served: Scorer | None,
+                 scorer_cls: type[Scorer] = Scorer) -> Shadows:
+    """Load every ``MODEL_SHADOW`` artifact (``baseline`` names the baseline); one
+    that is the served model itself is skipped. Never raises."""
+    from cryptovol.runtime.artifacts import BASELINE_NAME, ArtifactError, artifact_dir
+
+    out = Shadows()
+    for name in settings.shadow_names:
+        try:
+            variant = "baseline" if name == BASELINE_NAME else "ml"
+            scorer = _load_scorer(artifact_dir(settings.models_dir, variant, name), scorer_cls)
+        except (ArtifactError, ModelLoadError) as exc:
+            out.errors[name] = str(exc)
+            log.error("shadow model not loaded; serving without it",
+                      extra={"shadow": name, "reason": str(exc)})
+            continue
+        except Exception as exc:
+            out.errors[name] = f"cannot load shadow model: {exc!r}"
+            log.exception("shadow model not loaded; serving without it", extra={"shadow": name})
+            continue
+        if served is not None and scorer.sha256 == served.sha256:
+            log.warning("shadow is the served model; not scored twice", extra={"shadow": name})
+            continue
+        out.scorers.append(scorer)
+        log.info("shadow model loaded", extra={
+            "shadow": name, "model_version": scorer.version, "model_variant": scorer.variant})
+    return out

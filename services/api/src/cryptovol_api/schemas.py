@@ -38,6 +38,17 @@ class PredictRequest(BaseModel):
     )
 
 
+class ShadowScores(BaseModel):
+    """A challenger's scores of the same rows: recorded and graded, never the answer."""
+
+    model_name: str
+    model_variant: str
+    version: str
+    threshold: float
+    scores: list[float]
+    spikes: list[bool]
+
+
 class PredictResponse(BaseModel):
     scores: list[float] = Field(description="spike probability per row, in [0, 1]")
     spikes: list[bool] = Field(description="score >= threshold, per row")
@@ -53,6 +64,11 @@ class PredictResponse(BaseModel):
         description="what the caller should know about these scores, e.g. rows that carry "
         "none of the model's inputs (an original client's minimal row) and so score as a "
         "typical row, not as themselves",
+    )
+    shadows: list[ShadowScores] = Field(
+        default_factory=list,
+        description="challengers scored on the same rows (MODEL_SHADOW); they never change "
+        "`scores` or `spikes`",
     )
 
 
@@ -76,6 +92,8 @@ class HealthResponse(BaseModel):
     kafka_checked_at: str | None
     model_variant: str | None
     model_version: str | None
+    shadow_versions: list[str] = Field(
+        default_factory=list, description="challengers scored beside the model")
     error: str | None = None
 
 
@@ -93,4 +111,8 @@ class VersionResponse(BaseModel):
     threshold: float | None = None
     features: list[str] | None = None
     imputation: dict[str, float] | None = None
+    shadows: list[dict[str, Any]] = Field(
+        default_factory=list, description="challengers scored beside the model (MODEL_SHADOW)")
+    shadow_errors: dict[str, str] = Field(
+        default_factory=dict, description="MODEL_SHADOW artifacts that could not be loaded")
     error: str | None = None

@@ -22,6 +22,9 @@ class ApiSettings(ServiceSettings):
     # (503, readiness fails) rather than crashing the process.
     model_variant: str = Field("ml", description="ml | baseline")
     model_version: str = Field("logistic_regression", description="artifact folder used when ml")
+    model_shadow: str = Field(
+        "", description="comma-separated artifact folders scored beside the served model on "
+        "every request, recorded and graded but never the answer (e.g. random_forest,baseline)")
     models_dir: Path = Path("models/artifacts")
     max_rows: int = Field(1000, ge=1, description="rows accepted in one /predict request")
     # 1,000 featurizer rows of 37 named features are about 1.5 MB of JSON
@@ -30,3 +33,9 @@ class ApiSettings(ServiceSettings):
     kafka_check_timeout_s: float = Field(2.0, gt=0)
     model_threads: int = Field(1, ge=1, description="BLAS/OpenMP threads for model calls")
     git_sha: str = Field("", description="build commit; empty means ask git at start-up")
+
+    @property
+    def shadow_names(self) -> list[str]:
+        """The shadow artifacts, in order, without repeats."""
+        names = (n.strip() for n in self.model_shadow.split(","))
+        return list(dict.fromkeys(n for n in names if n))

@@ -31,6 +31,17 @@ class ApiError(Exception):
 
 
 @dataclass(frozen=True)
+class ShadowResult:
+    """A challenger's scores of the same rows (never the answer)."""
+
+    model_variant: str
+    model_version: str
+    threshold: float
+    scores: list[float]
+    spikes: list[bool]
+
+
+@dataclass(frozen=True)
 class PredictResult:
     scores: list[float]
     spikes: list[bool]
@@ -38,6 +49,7 @@ class PredictResult:
     model_variant: str
     model_version: str
     latency_ms: float
+    shadows: tuple[ShadowResult, ...] = ()
 
 
 class PredictClient:
@@ -87,6 +99,7 @@ def _parse(content: bytes, n: int, latency_ms: float) -> PredictResult:
             model_variant=str(body["model_variant"]),
             model_version=str(body["version"]),
             latency_ms=latency_ms,
+            shadows=tuple(_shadows(body.get("shadows") or [], n)),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ApiError("http_5xx", f"/predict returned an unusable body: {exc!r}") from exc
@@ -97,3 +110,21 @@ def _parse(content: bytes, n: int, latency_ms: float) -> PredictResult:
     if len(result.scores) != n or len(result.spikes) != n:
         raise ApiError("http_5xx", f"/predict returned {len(result.scores)} scores for {n} rows")
     return result
+
+
+def _shadows(raw: list[Any], n: int) -> list[ShadowResult]:
+    """The challengers' scores that are whole and valid; a broken one is left out
+    (it is only ever a comparison, never the answer)."""
+    out = []
+    for item in raw:
+        try:
+            shadow = ShadowResult(
+                model_variant=str(item["model_variant"]), model_version=str(item["version"]),
+                threshold=float(item["threshold"]), scores=[float(s) for s in item["scores"]],
+                spikes=[bool(s) for s in item["spikes"]])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if shadow.model_variant in ("ml", "baseline") and len(shadow.scores) == n \
+                and len(shadow.spikes) == n and all(0.0 <= s <= 1.0 for s in shadow.scores):
+            out.append(shadow)
+    return out

@@ -21,7 +21,7 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from cryptovol.core.codec import encode_record
-from cryptovol.core.schemas import FeatureRow, PredictionRecord
+from cryptovol.core.schemas import FeatureRow, PredictionRecord, ShadowScore
 from cryptovol.core.timestamps import format_micros, from_micros, now_micros, to_micros
 from cryptovol.runtime.kafka import DeadLetter
 from cryptovol.runtime.logs import get_logger
@@ -139,6 +139,10 @@ class Predictor:
             model_version=result.model_version,
             api_latency_ms=round(result.latency_ms, 3),
             e2e_latency_ms=round((now_us - to_micros(row.event_time)) / 1000, 3),
+            shadows=[ShadowScore(model_variant=sh.model_variant,  # type: ignore[arg-type]
+                                 model_version=sh.model_version, score=sh.scores[i],
+                                 spike=sh.spikes[i], threshold=sh.threshold)
+                     for sh in result.shadows],
         )
 
     def _record(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -99,15 +100,18 @@ class ParquetSink:
 
 
 def rows_table(rows: Sequence[tuple[Tick, StepResult]]) -> pa.Table:
-    values = list(zip(*(res.values for _, res in rows), strict=True))
-    times = [res.time_us for _, res in rows]
+    """The rows as a table of :data:`SCHEMA`; the features go through one float
+    matrix (built in C from the value tuples), a contiguous column each."""
+    times = np.fromiter((res.time_us for _, res in rows), dtype=np.int64, count=len(rows))
+    matrix = np.array([res.values for _, res in rows], dtype=np.float64).reshape(
+        len(rows), len(FEATURE_NAMES))
     columns = [
         pa.array([t.record_id for t, _ in rows], pa.string()),
         pa.array([t.product_id for t, _ in rows], pa.string()),
         pa.array(times, pa.timestamp("us", tz="UTC")),
-        pa.array([us / 1e6 for us in times], pa.float64()),
-        pa.array([t.price for t, _ in rows], pa.float64()),
-        pa.array([res.warmup for _, res in rows], pa.bool_()),
-        *(pa.array(col, pa.float64()) for col in values),
+        pa.array(times / 1e6, pa.float64()),
+        pa.array(np.fromiter((t.price for t, _ in rows), dtype=np.float64, count=len(rows))),
+        pa.array(np.fromiter((res.warmup for _, res in rows), dtype=bool, count=len(rows))),
+        *(pa.array(column) for column in np.ascontiguousarray(matrix.T)),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA)

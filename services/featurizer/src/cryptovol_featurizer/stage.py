@@ -183,12 +183,10 @@ class Featurize(Stage):
         tally: Tally = output.tally
         emitted = output.items
         now_us = self._wall_us()
-        per_product: Counter[str] = Counter()
         observe = metrics.PROCESSING_LAG.observe
         for tick, _res in emitted:
-            per_product[tick.product_id] += 1
             observe(max(0.0, (now_us - tick.event_us) / 1e6))
-        for product, n in per_product.items():
+        for product, n in Counter(tick.product_id for tick, _ in emitted).items():
             metrics.ROWS_EMITTED.labels(product).inc(n)
         for product, n in tally.consumed.items():
             metrics.TICKS_CONSUMED.labels(product).inc(n)

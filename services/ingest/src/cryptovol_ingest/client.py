@@ -16,6 +16,7 @@ import time
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import CloseCode
 
 from cryptovol.core.coinbase import SequenceTracker
 from cryptovol.core.timestamps import now_micros
@@ -91,6 +92,12 @@ class CoinbaseClient:
             log.error("exchange error", extra={"error": str(exc)})
             return "exchange_error"
         except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                # the message is lost (it cannot be dead-lettered: it was never read)
+                self.metrics.malformed.labels(reason="too_large").inc()
+                log.warning("the exchange sent a message over the size limit; reconnecting",
+                            extra={"max_bytes": MAX_MESSAGE_BYTES})
+                return "too_large"
             log.info("connection closed", extra={"code": exc.rcvd.code if exc.rcvd else None})
             return "closed"
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:

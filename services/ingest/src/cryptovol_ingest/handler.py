@@ -1,6 +1,7 @@
 """What happens to one exchange message, whichever source it came from: count it,
 check its sequence number, hand its ticks to the publisher, dead-letter what cannot
-be parsed, ignore (and count) what is unknown."""
+be parsed (and, from a live exchange, tickers of products nobody subscribed to),
+ignore (and count) what is unknown."""
 
 from __future__ import annotations
 
@@ -61,12 +62,14 @@ class MessageHandler:
         source: Source = "live",
         archive: RawArchive | None = None,
         max_ticks: int | None = None,
+        products: frozenset[str] | None = None,
     ) -> None:
         self.sink = sink
         self.metrics = metrics
         self.source: Source = source
         self.archive = archive
         self.max_ticks = max_ticks
+        self.products = products  # the subscribed ones; None: any product
         self.ticks = 0
         self.last_message_at = time.monotonic()
         self._throttle = LogThrottle()
@@ -104,8 +107,14 @@ class MessageHandler:
             return message
         if message.bad_tickers:
             await self.dead_letter(raw, "bad_ticker", "; ".join(message.bad_tickers))
-        if message.ticks:
-            await self.publish(message.ticks, received_us)
+        ticks = message.ticks
+        if self.products is not None and ticks:
+            unknown = sorted({t.product_id for t in ticks} - self.products)
+            if unknown:
+                await self.dead_letter(raw, "unknown_product", f"not subscribed: {unknown}")
+                ticks = [t for t in ticks if t.product_id in self.products]
+        if ticks:
+            await self.publish(ticks, received_us)
         return message
 
     async def publish(self, ticks: list[Tick], received_us: int) -> None:

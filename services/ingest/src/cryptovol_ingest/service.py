@@ -68,6 +68,7 @@ class IngestService:
         self.handler = MessageHandler(
             self.publisher, self.metrics, source="live" if live else "replay",
             archive=self.archive, max_ticks=settings.max_ticks,
+            products=frozenset(settings.products) if live else None,
         )
         self.client: CoinbaseClient | None = None
         self.replay: ReplaySource | None = None

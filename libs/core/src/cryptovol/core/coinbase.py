@@ -9,13 +9,14 @@ path all turn exchange tickers into ticks here, so they cannot disagree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
 
-from cryptovol.core.ticks import EventType, Source, Tick, tick_record_id
+from cryptovol.core.ticks import EventType, Source, Tick, implausible_event_time, tick_record_id
 from cryptovol.core.timestamps import parse_micros
 
 
@@ -38,11 +39,18 @@ def ticker_to_tick(
 ) -> Tick:
     """One element of ``events[].tickers[]`` as a tick (times in epoch
     microseconds). Raises ``ValueError`` (or ``KeyError``) on a ticker without a
-    product or a usable price."""
-    product_id = str(raw["product_id"])
+    product or a positive finite price, or whose event time no exchange clock
+    can give (see :func:`cryptovol.core.schemas.implausible_event_time`)."""
+    product_id = raw["product_id"]
+    if not isinstance(product_id, str) or not product_id:
+        raise ValueError(f"ticker without a product id: {product_id!r}")
     price = _number(raw, "price")
-    if price is None or not price > 0:
-        raise ValueError(f"ticker for {product_id} has no positive price: {raw.get('price')!r}")
+    if price is None or not 0 < price < math.inf:
+        raise ValueError(f"ticker for {product_id} has no positive finite price: "
+                         f"{raw.get('price')!r}")
+    why = implausible_event_time(event_us, receive_us)
+    if why:
+        raise ValueError(f"ticker for {product_id}: {why}")
     return Tick(
         record_id=tick_record_id(product_id, event_us, index),
         product_id=product_id,

@@ -58,9 +58,16 @@ def format_time(dt: datetime) -> str:
     return format_micros(to_micros(dt))
 
 
-@lru_cache(maxsize=4096)
+_SECONDS: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch microseconds
+
+
 def _second_micros(text: str) -> int:
-    return to_micros(datetime.fromisoformat(text).replace(tzinfo=UTC))
+    us = _SECONDS.get(text)
+    if us is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        us = _SECONDS[text] = to_micros(datetime.fromisoformat(text).replace(tzinfo=UTC))
+    return us
 
 
 def parse_micros(text: str) -> int:

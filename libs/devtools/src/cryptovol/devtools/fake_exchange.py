@@ -10,6 +10,10 @@ connection starting at 0, and a ``timestamp`` with nine fractional digits. Each
 recorded ticker (``raw``) is wrapped in a real envelope whose timestamp is the
 recorded tick time, so event times (and record ids) are the same on every run.
 
+``--products N`` serves the recording as N products (see
+:mod:`cryptovol.devtools.products`: re-labelled, shifted by a few milliseconds
+each, prices scaled by exact powers of two).
+
 The feed is shared by all connections and resumes where the previous connection
 stopped: every recorded tick is sent once. Fault switches for tests: drop the
 connection after N ticker messages, skip sequence numbers, interleave malformed JSON
@@ -30,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -44,6 +48,7 @@ from cryptovol.core.timestamps import (
     from_micros,
     now_micros,
 )
+from cryptovol.devtools.products import ProductFanOut, product_names
 from cryptovol.runtime.logs import configure_logging, get_logger
 from cryptovol.runtime.pacing import Pacer
 from cryptovol.runtime.recordings import open_recordings
@@ -75,6 +80,8 @@ class Faults:
     stall_after: int = 0  # go silent after this many ticker messages on a connection
     stall_s: float = 30.0
     stalls: int = 1
+    # messages sent verbatim (at most once) as soon as this many ticks have been sent
+    inject: dict[int, list[bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +137,7 @@ class FakeExchange:
         self,
         files: Iterable[Path | str] = (Path("data/coinbase-ticker"),),
         *,
-        feed: list[FeedTick] | None = None,
+        feed: Sequence[FeedTick] | None = None,
         speed: float = math.inf,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -142,8 +149,14 @@ class FakeExchange:
         subscribe_timeout_s: float = 5.0,
         max_gap_s: float = 5.0,
         tickers_per_message: int = 1,
+        products: int = 0,
+        product_shift_us: int = 5_000,
     ) -> None:
-        self.feed = feed if feed is not None else load_feed(files, mirror_products)
+        if feed is None:
+            feed = load_feed(files, mirror_products)
+            if products:
+                feed = ProductFanOut(feed, product_names(products), product_shift_us)
+        self.feed = feed
         self.speed = speed
         self.host = host
         self.port = port
@@ -169,11 +182,27 @@ class FakeExchange:
         self.unknown_sent = 0
         self.drops_done = 0
         self.stalls_done = 0
+        self._stall_until = 0.0  # monotonic time before which nothing is sent (stall_for)
+        self._injections = sorted(self.faults.inject.items())
+        self.injected = 0
         self.finished = threading.Event()
 
     @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
+
+    def stall_for(self, seconds: float) -> None:
+        """Send nothing at all (heartbeats included) on any connection for
+        ``seconds`` from now; callable from any thread."""
+        self._stall_until = time.monotonic() + seconds
+        self.stalls_done += 1
+        log.info("fault: stalling every connection", extra={"seconds": seconds})
+
+    async def _hold_while_stalled(self, conn: _Connection) -> None:
+        while (remaining := self._stall_until - time.monotonic()) > 0:
+            conn.stalled = True
+            await asyncio.sleep(min(remaining, 0.5))
+        conn.stalled = False
 
     async def start(self) -> str:
         self._server = await serve(self._handle, self.host, self.port, compression=None,
@@ -255,7 +284,8 @@ class FakeExchange:
         counter = 0
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            if conn.stalled or "heartbeats" not in conn.subscriptions:
+            if conn.stalled or "heartbeats" not in conn.subscriptions \
+                    or time.monotonic() < self._stall_until:
                 continue
             counter += 1
             now = now_micros()
@@ -302,6 +332,7 @@ class FakeExchange:
                 return
             stamp = batch[-1].event_us
             await pacer.wait(stamp / MICROS_PER_SECOND)
+            await self._hold_while_stalled(conn)
             if (faults.stall_after and conn.ticker_messages == faults.stall_after
                     and self.stalls_done < faults.stalls):
                 self.stalls_done += 1
@@ -328,6 +359,10 @@ class FakeExchange:
                 self.malformed_sent += 1
             if faults.unknown_every and n % faults.unknown_every == 0:
                 await self._send_unknown(conn)
+            while self._injections and self._injections[0][0] <= self.ticks_sent:
+                for message in self._injections.pop(0)[1]:  # popped first: at most once
+                    self.injected += 1
+                    await conn.ws.send(_frame(message))
             if faults.drop_after and n == faults.drop_after and self.drops_done < faults.drops:
                 self.drops_done += 1
                 log.info("fault: dropping the connection", extra={"after": n})
@@ -346,6 +381,14 @@ class FakeExchange:
         self.unknown_sent += 1
 
 
+def _frame(message: bytes) -> str | bytes:
+    """A text frame, as the exchange sends, unless the bytes are not UTF-8."""
+    try:
+        return message.decode()
+    except UnicodeDecodeError:
+        return message
+
+
 class FakeExchangeThread:
     """Runs a :class:`FakeExchange` on its own event loop in a background thread."""
 
@@ -362,6 +405,9 @@ class FakeExchangeThread:
     @property
     def url(self) -> str:
         return self.exchange.url
+
+    def stall_for(self, seconds: float) -> None:
+        self._loop.call_soon_threadsafe(self.exchange.stall_for, seconds)
 
     def wait_finished(self, timeout: float | None = None) -> bool:
         return self.exchange.finished.wait(timeout)
@@ -398,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-ticks", type=int)
     parser.add_argument("--mirror-products", default="",
                         help="comma-separated extra products served with the recorded data")
+    parser.add_argument("--products", type=int, default=0,
+                        help="serve the recording as N products (BTC-USD, ETH-USD, ...), each "
+                        "shifted in time and price (see cryptovol.devtools.products)")
+    parser.add_argument("--product-shift-ms", type=float, default=5.0,
+                        help="time shift between consecutive products (default 5 ms)")
     parser.add_argument("--tickers-per-message", type=int, default=1)
     parser.add_argument("--heartbeat-s", type=float, default=1.0)
     parser.add_argument("--subscribe-timeout-s", type=float, default=5.0)
@@ -422,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exchange = FakeExchange(args.files, speed=args.speed, host=args.host, port=args.port,
                                 faults=faults, loop=args.loop, max_ticks=args.max_ticks,
-                                mirror_products=mirror, heartbeat_s=args.heartbeat_s,
+                                mirror_products=mirror, products=args.products,
+                                product_shift_us=round(args.product_shift_ms * 1000),
+                                heartbeat_s=args.heartbeat_s,
                                 subscribe_timeout_s=args.subscribe_timeout_s,
                                 tickers_per_message=args.tickers_per_message)
     except (FileNotFoundError, StopIteration) as exc:

@@ -29,6 +29,10 @@ from cryptovol.runtime.settings import ServiceSettings
 log = get_logger(__name__)
 
 DLQ_SUFFIX = ".dlq"
+#: A dead letter keeps at most this much of its record: a record near the broker's
+#: limit (about 1 MiB) plus the reason headers would not fit, and a dead letter that
+#: can never be sent would block its stage. The original size is in ``truncated_from``.
+DEAD_LETTER_MAX_BYTES = 512 * 1024
 
 
 def make_producer(settings: ServiceSettings, **overrides: Any) -> KafkaProducer:
@@ -120,8 +124,9 @@ class DeadLetter:
         key: bytes | str | None = None,
         extra_headers: dict[str, str] | None = None,
     ) -> FutureRecordMetadata:
-        """Send ``raw`` to ``<source_topic>.dlq``; the returned future lets a
-        caller commit its input only once the dead letter is acknowledged."""
+        """Send ``raw`` (its first :data:`DEAD_LETTER_MAX_BYTES`) to
+        ``<source_topic>.dlq``; the returned future lets a caller commit its input
+        only once the dead letter is acknowledged."""
         if isinstance(key, str):
             key = key.encode()
         headers = [
@@ -130,6 +135,9 @@ class DeadLetter:
             *((name, value.encode()) for name, value in (extra_headers or {}).items()),
             ("failed_at", format_micros(now_micros()).encode()),
         ]
+        if len(raw) > DEAD_LETTER_MAX_BYTES:
+            headers.append(("truncated_from", str(len(raw)).encode()))
+            raw = raw[:DEAD_LETTER_MAX_BYTES]
         return self.producer.send(source_topic + DLQ_SUFFIX, key=key, value=raw, headers=headers)
 
 
