@@ -3,6 +3,7 @@
 # pointing at an empty folder, so ~/.cache (the project's cache, uv's and pip's), Go's build
 # and module caches, Maven's ~/.m2 and podman's image storage all start empty:
 #   tools/cold-ci.sh [--keep] [COMMIT]      (default: HEAD)
+# It runs the Kubernetes path too (CI_KUBERNETES=1; CI_KUBERNETES= cold-ci.sh: make test only).
 # Every output line is timestamped into the run's log; the load average is sampled every 15 s.
 # At the end a JSON summary (wall time, exit status, load average during the run) is printed
 # and written beside the log. The scratch folder is removed unless --keep; Debian packages and
@@ -38,9 +39,10 @@ trap cleanup EXIT
 echo "cold CI of $commit in $scratch (log: $log_file)"
 start=$(date +%s)
 status=0
-# the caches a fresh machine has not got; PYENV_ROOT keeps the machine's Python findable
+# the caches a fresh machine has not got; PYENV_ROOT keeps the machine's Python findable;
+# the Kubernetes path included unless CI_KUBERNETES is set empty
 (cd "$scratch/repo" && env -u GOCACHE -u GOMODCACHE -u GOPATH -u UV_CACHE_DIR \
-    -u PIP_CACHE_DIR -u CRYPTOVOL_CACHE HOME="$scratch/home" \
+    -u PIP_CACHE_DIR -u CRYPTOVOL_CACHE HOME="$scratch/home" CI_KUBERNETES="${CI_KUBERNETES-1}" \
     PYENV_ROOT="${PYENV_ROOT:-/root/.pyenv}" .ci/run) 2>&1 | while IFS= read -r line; do printf '%(%H:%M:%S)T %s\n' -1 "$line"; done \
     > "$log_file" || status=$?
 end=$(date +%s)
