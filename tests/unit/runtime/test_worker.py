@@ -304,3 +304,20 @@ def test_health_reads_only_the_injected_clock(start: float) -> None:
     h.worker.step()
     sink.fail = 1  # a part that says it is unwell makes the whole unready
     assert not h.worker.health()[0]
+
+
+def test_decoded_yields_what_decodes_and_dead_letters_the_rest_with_the_reason() -> None:
+    from cryptovol.core.codec import DecodeError
+    from cryptovol.runtime.worker import decoded
+
+    def decode(value: bytes) -> int:
+        if not value.isdigit():
+            raise DecodeError(f"not a number: {value!r}")
+        return int(value)
+
+    from types import SimpleNamespace
+
+    records = [SimpleNamespace(value=v) for v in (b"1", b"x", b"3")]
+    dead: list = []
+    assert list(decoded(records, decode, dead)) == [1, 3]
+    assert dead == [(records[1], "not a number: b'x'")]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryptovol.core.codec import DecodeError, decode_row
+from cryptovol.core.codec import decode_row
 from cryptovol.core.schemas import FeatureRow
-from cryptovol.runtime.worker import Batch, Output, Record, Stage
+from cryptovol.runtime.worker import Batch, Output, Record, Stage, decoded
 from cryptovol_consumer import metrics
 
 
@@ -24,12 +24,7 @@ class FeatureRows(Stage):
         dead: list[tuple[Record, str]] = []
         warmup = 0
         for records in batch.values():
-            for record in records:
-                try:
-                    row = decode_row(record.value)
-                except DecodeError as exc:
-                    dead.append((record, str(exc)))
-                    continue
+            for row in decoded(records, decode_row, dead):
                 if row.warmup and not self.predict_warmup:
                     warmup += 1
                     continue

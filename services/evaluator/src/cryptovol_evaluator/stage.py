@@ -36,7 +36,7 @@ from cryptovol.core.schemas import LabelledPrediction, PredictionRecord
 from cryptovol.core.timestamps import now_micros, parse_micros, to_micros
 from cryptovol.runtime.history import History
 from cryptovol.runtime.logs import get_logger
-from cryptovol.runtime.worker import Batch, Output, Record, Stage
+from cryptovol.runtime.worker import Batch, Output, Record, Stage, decoded
 from cryptovol_evaluator import metrics
 from cryptovol_evaluator.grading import DUPLICATE, LABELLED, Graded, Grader, GradingConfig
 from cryptovol_evaluator.quality import Quality, Windows, message_of, row_of_message, scores_of
@@ -135,23 +135,13 @@ class Evaluate(Stage):
             p = tp.partition
             grader = self.grader(p)
             if tp.topic == self.topic_ticks:
-                for record in records:
-                    try:
-                        tick = decode_tick(record.value)
-                    except DecodeError as exc:
-                        dead.append((record, str(exc)))
-                        continue
+                for tick in decoded(records, decode_tick, dead):
                     graded = grader.tick(tick)
                     tally.ticks[grader.last_outcome] += 1
                     if graded:
                         ready.extend((p, g) for g in graded)
             else:
-                for record in records:
-                    try:
-                        prediction = decode_prediction(record.value)
-                    except DecodeError as exc:
-                        dead.append((record, str(exc)))
-                        continue
+                for prediction in decoded(records, decode_prediction, dead):
                     graded = grader.prediction(prediction)
                     if graded is None:
                         tally.outcomes[DUPLICATE] += 1

@@ -35,14 +35,15 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kafka import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from cryptovol.core.codec import DecodeError
 from cryptovol.runtime.history import History
 from cryptovol.runtime.kafka import DeadLetter
 from cryptovol.runtime.lifecycle import Shutdown
@@ -53,6 +54,18 @@ log = get_logger(__name__)
 
 Record = Any  # a consumer record: topic, partition, offset, timestamp, key, value
 Batch = Mapping[TopicPartition, Sequence[Record]]
+T = TypeVar("T")
+
+
+def decoded(records: Iterable[Record], decode: Callable[[Any], T],
+            dead: list[tuple[Record, str]]) -> Iterator[T]:
+    """Each record's value through ``decode``; a record it refuses with a
+    ``DecodeError`` goes to ``dead`` with the reason instead."""
+    for record in records:
+        try:
+            yield decode(record.value)
+        except DecodeError as exc:
+            dead.append((record, str(exc)))
 
 
 @dataclass(slots=True)
